@@ -1,0 +1,1 @@
+"""vaegmm_jax: deep density-based outlier detection in JAX/Flax."""
