@@ -1,0 +1,92 @@
+"""Reconstruction features appended to the latent code before the mixture.
+
+A reconstruction-feature function maps (x, x_recon), both (N, F) (images are
+flattened first), to (N, n_features). The default reproduces the DAGMM paper; the
+alibi-detect 0.13 function is available for exact compatibility.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+ReconFeatures = Callable[[jax.Array, jax.Array], jax.Array]
+
+_TINY = 1e-12
+
+
+def _safe_norm(v: jax.Array) -> jax.Array:
+    # sqrt has an infinite derivative at 0; add a tiny floor inside the root so an
+    # exact reconstruction (or an all-zero row) keeps finite gradients.
+    return jnp.sqrt(jnp.sum(v * v, axis=-1) + _TINY)
+
+
+def dagmm_features(x: jax.Array, x_recon: jax.Array) -> jax.Array:
+    """DAGMM paper features: [relative Euclidean distance, cosine similarity].
+
+    rel_euclid = ||x - x'|| / ||x||, cosine = x.x' / (||x|| ||x'||).
+
+    Args:
+      x: (N, F) inputs.
+      x_recon: (N, F) reconstructions.
+
+    Returns:
+      (N, 2) features, columns [rel_euclid, cosine].
+    """
+    norm_x = _safe_norm(x)
+    norm_r = _safe_norm(x_recon)
+    rel_euclid = _safe_norm(x - x_recon) / norm_x
+    cosine = jnp.sum(x * x_recon, axis=-1) / (norm_x * norm_r)
+    return jnp.stack([rel_euclid, cosine], axis=-1)
+
+
+def alibi_eucl_cosim_features(x: jax.Array, x_recon: jax.Array, max_eucl: float = 1e2) -> jax.Array:
+    """alibi-detect 0.13 ``eucl_cosim_features``, quirks included (compatibility only).
+
+    Reproduces what alibi's VAEGMM/AEGMM compute, not what the paper defines:
+      * order [neg_cos, rel_euc];
+      * neg_cos = -cosine similarity (Keras' cosine_similarity loss is negated), with
+        Keras' l2-normalisation (each vector divided by sqrt(max(||v||^2, 1e-12)));
+      * rel_euc = clip(||x' - x|| / (min(||x'||, ||x||) + eps), 0, max_eucl) with
+        eps = -1, because alibi passes -1 positionally into the eps slot: the
+        denominator is min(norms) - 1.
+
+    Args:
+      x: (N, F) inputs.
+      x_recon: (N, F) reconstructions.
+      max_eucl: clip value of the relative distance (alibi's default 100).
+
+    Returns:
+      (N, 2) features, columns [neg_cos, rel_euc].
+    """
+    def l2_normalize(v):
+        return v / jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), 1e-12))
+
+    neg_cos = -jnp.sum(l2_normalize(x) * l2_normalize(x_recon), axis=-1)
+    norm_x = jnp.linalg.norm(x, axis=-1)
+    norm_r = jnp.linalg.norm(x_recon, axis=-1)
+    eps = -1.0  # alibi's call passes -1 into the eps parameter
+    rel_euc = jnp.linalg.norm(x_recon - x, axis=-1) / (jnp.minimum(norm_r, norm_x) + eps)
+    rel_euc = jnp.clip(rel_euc, 0.0, max_eucl)
+    return jnp.stack([neg_cos, rel_euc], axis=-1)
+
+
+RECON_FEATURES: dict[str, ReconFeatures] = {
+    "dagmm": dagmm_features,
+    "alibi": alibi_eucl_cosim_features,
+}
+
+
+def resolve_recon_features(spec: str | ReconFeatures | None) -> tuple[str, ReconFeatures]:
+    """Returns (name, function) for a feature spec: a registered name or a callable."""
+    if spec is None:
+        spec = "dagmm"
+    if isinstance(spec, str):
+        if spec not in RECON_FEATURES:
+            raise ValueError(f"unknown recon_features {spec!r}; known: {sorted(RECON_FEATURES)} or a callable")
+        return spec, RECON_FEATURES[spec]
+    if not callable(spec):
+        raise TypeError(f"recon_features must be a name or a callable (x, x_recon) -> (N, n), got {type(spec)}")
+    return "custom:" + getattr(spec, "__name__", type(spec).__name__), spec

@@ -1,0 +1,6 @@
+"""Detectors: the friendly, alibi-detect-compatible classes over the functional core."""
+
+from vaegmm_jax.detectors.base import BaseDetector, NonFiniteLossError, default_optimizer
+from vaegmm_jax.detectors.gmm_detectors import OutlierAEGMM, OutlierVAEGMM, fit_mixture
+
+__all__ = ["BaseDetector", "NonFiniteLossError", "OutlierAEGMM", "OutlierVAEGMM", "default_optimizer", "fit_mixture"]

@@ -1,0 +1,309 @@
+"""The detector shell shared by every model: validation, the fit driver, chunked
+scoring, thresholds, alibi-detect's predict dict, checkpoint hooks.
+
+Subclasses say only what differs between models (how to build the model, its loss,
+its per-chunk score, and any state fixed after training such as the mixture).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaegmm_jax import training
+from vaegmm_jax.streaming import effective_chunk_size, map_chunks
+from vaegmm_jax.validation import NotFittedError, check_array, check_positive_int
+
+#: rows per scoring chunk (padded, fixed shape); bounds device and host memory.
+DEFAULT_SCORE_BATCH = 16384
+
+# Independent PRNG streams derived from the detector seed.
+_STREAM_INIT, _STREAM_TRAIN, _STREAM_STATS, _STREAM_SCORE = 0, 1, 2, 3
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss or gradient; the detector keeps the last good parameters."""
+
+
+def default_optimizer(learning_rate: float = 1e-4) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
+
+
+def _library_version() -> str:
+    from vaegmm_jax import __version__
+
+    return __version__
+
+
+class BaseDetector:
+    """Shared detector behaviour. Not used directly."""
+
+    #: names of the loss terms recorded in the history, in order.
+    loss_terms: tuple[str, ...] = ("total",)
+
+    def __init__(self, threshold: float | None = None, seed: int = 0, data_type: str | None = None):
+        self.threshold = None if threshold is None else float(threshold)
+        self.seed = int(seed)
+        self.data_type = data_type
+        self.input_shape: tuple[int, ...] | None = None  # one row's shape, set by fit
+        self.params = None
+        self.model = None
+        self.history: dict[str, list[float]] = {}
+        self.epochs_done = 0
+        self.opt_state = None  # optax state of the last fit (saved in checkpoints)
+        self.fit_config: dict[str, Any] = {}
+        self._score_jit: Callable | None = None
+        self.meta = {
+            "name": type(self).__name__,
+            "detector_type": "outlier",
+            "data_type": data_type,
+            "online": False,
+            "version": _library_version(),
+        }
+
+    # -- hooks for subclasses ------------------------------------------------------------
+    def _build(self, x_sample: np.ndarray) -> None:
+        """Creates self.model for rows shaped like x_sample (B, *S)."""
+        raise NotImplementedError
+
+    def _make_loss(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+        """Returns loss_fn(params, x, row_weights, key) -> (total, terms)."""
+        raise NotImplementedError
+
+    def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
+        """Fixes any state that scoring needs (e.g. the mixture) from the training data."""
+
+    def _score_chunk_fn(self, n_samples: int) -> Callable:
+        """Returns fn(params, extra, x (C, *S), offset (), key) -> (C,) scores (pure)."""
+        raise NotImplementedError
+
+    def _score_extra(self) -> Any:
+        """State beyond params that scoring needs (a pytree), e.g. the mixture."""
+        return None
+
+    def _validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
+        return check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows)
+
+    # -- keys ----------------------------------------------------------------------------
+    def _key(self, stream: int) -> jax.Array:
+        return jax.random.fold_in(jax.random.PRNGKey(self.seed), stream)
+
+    # -- training ------------------------------------------------------------------------
+    def _fit(
+        self,
+        X,
+        *,
+        optimizer: optax.GradientTransformation | None,
+        epochs: int,
+        batch_size: int,
+        verbose: bool,
+        log_metric: tuple[str, Callable] | None,
+        checkpoint_dir: str | os.PathLike | None,
+        checkpoint_every: int | None,
+        resume: bool,
+        fit_kwargs: dict,
+    ) -> dict[str, list[float]]:
+        X = check_array(X, name="X", row_shape=self.input_shape, min_rows=2)
+        epochs = check_positive_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if checkpoint_every is not None:
+            checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+            if checkpoint_dir is None:
+                raise ValueError("checkpoint_every needs checkpoint_dir")
+        if self.model is None:
+            self._build(X[: min(len(X), 8)])
+            self.input_shape = tuple(X.shape[1:])
+        opt_desc = {"name": "adam", "learning_rate": 1e-4} if optimizer is None else {"name": "custom"}
+        optimizer = optimizer if optimizer is not None else default_optimizer()
+        batch_size = min(batch_size, X.shape[0])
+
+        if resume:
+            if checkpoint_dir is None:
+                raise ValueError("resume=True needs checkpoint_dir")
+            from vaegmm_jax.checkpoint import _restore_into
+
+            if os.path.exists(checkpoint_dir):
+                _restore_into(self, checkpoint_dir, optimizer=optimizer)
+        loss_fn = self._make_loss(X, fit_kwargs)
+        if self.params is None:
+            self.params = self.model.init(self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
+            self.history = {}
+            self.epochs_done = 0
+        if self.opt_state is None or not resume:
+            state = training.init_train_state(self.params, optimizer)
+        else:
+            state = training.TrainState(self.params, self.opt_state, jnp.asarray(0, jnp.int32))
+        self.fit_config = dict(fit_kwargs, epochs=epochs, batch_size=batch_size, optimizer=opt_desc)
+
+        metric_fn = None
+        term_names = tuple(self.loss_terms)
+        if log_metric is not None:
+            metric_name, metric = log_metric
+            metric_fn = self._make_metric_fn(metric)
+            term_names_out = term_names + (str(metric_name),)
+        else:
+            term_names_out = term_names
+        train_epoch = jax.jit(
+            training.make_train_epoch(loss_fn, optimizer, term_names, batch_size, metric_fn=metric_fn),
+            donate_argnums=0,
+        )
+        x_dev = jax.device_put(X)
+        base_key = self._key(_STREAM_TRAIN)
+        # resume: train up to `epochs` in total; otherwise `epochs` more (warm start, like Keras).
+        start = self.epochs_done
+        stop = epochs if resume else start + epochs
+        progress = _progress(range(start, stop), verbose, type(self).__name__)
+        for epoch in progress:
+            state, result = train_epoch(state, x_dev, training.epoch_key(base_key, epoch))
+            terms = np.asarray(result.terms)  # the one host sync of the epoch
+            first_bad = int(result.first_bad_step)
+            self.params, self.opt_state = state.params, state.opt_state
+            if first_bad >= 0:
+                bad = np.asarray(result.bad_terms)
+                culprit = next((n for n, v in zip(term_names, bad) if not np.isfinite(v)), "gradient")
+                self.epochs_done = epoch  # the last fully good epoch count
+                raise NonFiniteLossError(
+                    f"non-finite loss in epoch {epoch + 1} at step {first_bad + 1}: term {culprit!r} "
+                    f"({dict(zip(term_names, bad.tolist()))}); parameters kept from the last good step. "
+                    "Try a smaller learning rate, standardised inputs, or a larger covariance jitter (eps)."
+                )
+            for name, value in zip(term_names_out, terms.tolist()):
+                self.history.setdefault(name, []).append(float(value))
+            self.epochs_done = epoch + 1
+            if hasattr(progress, "set_postfix"):
+                progress.set_postfix({n: f"{v:.4g}" for n, v in zip(term_names_out, terms.tolist())})
+            if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < stop:
+                from vaegmm_jax.checkpoint import save_detector
+
+                save_detector(self, checkpoint_dir)
+        del x_dev
+        self._after_fit(X, batch_size)
+        self._score_jit = None
+        if checkpoint_dir is not None:
+            from vaegmm_jax.checkpoint import save_detector
+
+            save_detector(self, checkpoint_dir)
+        return self.history
+
+    def _make_metric_fn(self, metric: Callable):
+        """log_metric(x (B, F), x_recon (B, F)) -> per-row (B,) or scalar, averaged over the batch."""
+        raise NotImplementedError
+
+    # -- scoring -------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.params is None or self.model is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(X) or load_detector(path) first")
+
+    def _n_score_samples(self) -> int:
+        return 1
+
+    def score(self, X, batch_size: int = DEFAULT_SCORE_BATCH, key: jax.Array | None = None) -> np.ndarray:
+        """Outlier scores (higher = more anomalous).
+
+        Deterministic: the same fitted detector gives the same scores for the same X
+        on every call, whatever ``batch_size`` (each row's latent noise depends only
+        on the key and its row index). Pass ``key`` to draw fresh samples.
+
+        Args:
+          X: (N, *S) array, ``np.memmap``, or an iterable of (n_i, *S) blocks.
+          batch_size: rows per device chunk (fixed, padded: one compilation).
+          key: optional PRNG key for the latent samples.
+
+        Returns:
+          (N,) float32 scores.
+        """
+        self._check_fitted()
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if hasattr(X, "shape") or isinstance(X, (list, tuple)):
+            X = self._validate_input(X)
+            chunk = effective_chunk_size(X.shape[0], batch_size)
+        else:  # an iterable of blocks, validated block by block
+            X = (self._validate_input(block, name="X block") for block in X)
+            chunk = batch_size
+        fn = self._jitted_score()
+        key = self._key(_STREAM_SCORE) if key is None else key
+        extra = self._score_extra()
+        params = self.params
+        return map_chunks(lambda x, offset: fn(params, extra, x, offset, key), X, chunk).astype(np.float32)
+
+    def _jitted_score(self) -> Callable:
+        if self._score_jit is None:
+            self._score_jit = jax.jit(self._score_chunk_fn(self._n_score_samples()))
+        return self._score_jit
+
+    def infer_threshold(self, X, threshold_perc: float = 95.0, batch_size: int = DEFAULT_SCORE_BATCH) -> float:
+        """Sets the threshold to the ``threshold_perc`` percentile of score(X) (alibi-detect semantics)."""
+        if not 0.0 <= float(threshold_perc) <= 100.0:
+            raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
+        scores = self.score(X, batch_size=batch_size)
+        self.threshold = float(np.percentile(scores, threshold_perc))
+        self.fit_config["threshold_perc"] = float(threshold_perc)
+        return self.threshold
+
+    def predict(
+        self, X, batch_size: int = DEFAULT_SCORE_BATCH, return_instance_score: bool = True, key: jax.Array | None = None
+    ) -> dict:
+        """alibi-detect's prediction dict.
+
+        Returns:
+          {'meta': {...}, 'data': {'instance_score': float32 (N,) or None, 'feature_score': None or
+          (N, *S), 'is_outlier': int64 (N,)}}; is_outlier = score > threshold (strict).
+        """
+        self._check_fitted()
+        if self.threshold is None:
+            raise NotFittedError(
+                f"{type(self).__name__} has no threshold: pass threshold= to the constructor or call "
+                "infer_threshold(X) before predict"
+            )
+        scores = self.score(X, batch_size=batch_size, key=key)
+        data = {
+            "instance_score": scores.astype(np.float32) if return_instance_score else None,
+            "feature_score": self._feature_score(X, batch_size) if return_instance_score else None,
+            "is_outlier": (scores > self.threshold).astype(int),
+        }
+        return {"meta": dict(self.meta), "data": data}
+
+    def _feature_score(self, X, batch_size: int):
+        return None
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        from vaegmm_jax.checkpoint import save_detector
+
+        save_detector(self, path)
+
+    def config_dict(self) -> dict:
+        raise NotImplementedError
+
+    def extra_arrays(self) -> dict[str, Any]:
+        """Arrays beyond params to checkpoint (a pytree of arrays)."""
+        return {}
+
+    def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
+        pass
+
+
+def _progress(iterable: Iterable, verbose: bool, desc: str):
+    """A per-epoch tqdm bar when verbose and stderr is a terminal (never in logs or CI)."""
+    if not verbose:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return iterable
+    return tqdm(iterable, desc=desc, unit="epoch", disable=None, file=sys.stderr)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["BaseDetector", "NonFiniteLossError", "NotFittedError", "default_optimizer"]
+_ = math

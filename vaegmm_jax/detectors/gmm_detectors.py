@@ -1,0 +1,435 @@
+"""OutlierVAEGMM and OutlierAEGMM: the (variational) autoencoding Gaussian mixture detectors.
+
+Both share one model (:class:`vaegmm_jax.models.GMMAutoencoder`); they differ in
+whether the latent is sampled, the reconstruction term and the loss defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaegmm_jax.core import gmm as gmm_lib
+from vaegmm_jax.core import vae as vae_lib
+from vaegmm_jax.core.features import resolve_recon_features
+from vaegmm_jax.detectors.base import _STREAM_STATS, BaseDetector
+from vaegmm_jax.models.gmm_autoencoder import (
+    LOSS_TERMS,
+    GMMAutoencoder,
+    LossWeights,
+    gmm_autoencoder_loss,
+    squared_error_sum,
+)
+from vaegmm_jax.nets import adapter, dense
+from vaegmm_jax.streaming import iter_chunks
+from vaegmm_jax.validation import check_positive_int
+
+
+class _GMMDetector(BaseDetector):
+    """Shared by OutlierVAEGMM and OutlierAEGMM."""
+
+    loss_terms = LOSS_TERMS
+    variational = True
+
+    def __init__(
+        self,
+        threshold: float | None = None,
+        vaegmm: GMMAutoencoder | None = None,
+        encoder_net=None,
+        decoder_net=None,
+        gmm_density_net=None,
+        n_gmm: int = 4,
+        latent_dim: int = 2,
+        samples: int = 10,
+        beta: float = 1.0,
+        recon_features: str | Callable = "dagmm",
+        data_type: str | None = None,
+        seed: int = 0,
+        eps: float = gmm_lib.DEFAULT_EPS,
+        hidden: tuple[int, ...] | None = None,
+        gmm_hidden: int = 10,
+        gmm_dropout: float = 0.5,
+        activation: str = "tanh",
+    ):
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type)
+        self.n_gmm = check_positive_int(n_gmm, "n_gmm")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        self.samples = check_positive_int(samples, "samples")
+        self.beta = float(beta)
+        if not eps > 0:
+            raise ValueError(f"eps (covariance jitter) must be positive, got {eps}")
+        self.eps = float(eps)
+        self.recon_features_name, self._recon_features = resolve_recon_features(recon_features)
+        self.arch = {
+            "hidden": None if hidden is None else [int(h) for h in hidden],
+            "gmm_hidden": int(gmm_hidden),
+            "gmm_dropout": float(gmm_dropout),
+            "activation": str(activation),
+        }
+        self.custom_nets = {
+            "encoder_net": encoder_net is not None or vaegmm is not None,
+            "decoder_net": decoder_net is not None or vaegmm is not None,
+            "gmm_density_net": gmm_density_net is not None or vaegmm is not None,
+        }
+        self._user_nets = (encoder_net, decoder_net, gmm_density_net)
+        if vaegmm is not None:
+            if not isinstance(vaegmm, GMMAutoencoder):
+                raise TypeError(f"vaegmm must be a vaegmm_jax.models.GMMAutoencoder, got {type(vaegmm).__name__}")
+            if vaegmm.variational != self.variational:
+                raise ValueError(f"the given model has variational={vaegmm.variational}, {type(self).__name__} needs {self.variational}")
+            self.model = vaegmm
+            self.n_gmm, self.latent_dim, self.eps = vaegmm.n_gmm, vaegmm.latent_dim, vaegmm.eps
+        self.gmm_params: gmm_lib.GMMParams | None = None
+        self.recon_cov: vae_lib.ReconCovariance | None = None
+
+    # -- model ---------------------------------------------------------------------------
+    def _build(self, x_sample: np.ndarray) -> None:
+        if self.model is not None:
+            return
+        n_features = int(np.prod(x_sample.shape[1:]))
+        if self.data_type is None:
+            self.data_type = "image" if x_sample.ndim == 4 else "tabular"
+            self.meta["data_type"] = self.data_type
+        enc, dec, gmm_net = self._user_nets
+        hidden = self.arch["hidden"]
+        act = self.arch["activation"]
+        if enc is None:
+            enc = dense.default_encoder(n_features, hidden, act)
+        if dec is None:
+            dec = dense.default_decoder(n_features, hidden, act)
+            if x_sample.ndim > 2:
+                dec = _Reshape(dec, tuple(x_sample.shape[1:]))
+        if gmm_net is None:
+            gmm_net = dense.default_gmm_density_net(self.n_gmm, self.arch["gmm_hidden"], self.arch["gmm_dropout"], act)
+        self.model = GMMAutoencoder(
+            encoder=adapter.as_network(enc, "encoder_net"),
+            decoder=adapter.as_network(dec, "decoder_net"),
+            gmm_net=adapter.as_network(gmm_net, "gmm_density_net"),
+            latent_dim=self.latent_dim,
+            n_gmm=self.n_gmm,
+            recon_features=self._recon_features,
+            variational=self.variational,
+            eps=self.eps,
+        )
+
+    def _recon_nll(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+        raise NotImplementedError
+
+    def _loss_weights(self, fit_kwargs: dict) -> LossWeights:
+        return LossWeights(
+            w_recon=float(fit_kwargs["w_recon"]),
+            w_energy=float(fit_kwargs["w_energy"]),
+            w_cov_diag=float(fit_kwargs["w_cov_diag"]),
+            beta=self.beta if self.variational else 0.0,
+        )
+
+    def _make_loss(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+        model, weights = self.model, self._loss_weights(fit_kwargs)
+        recon_nll = self._recon_nll(X, fit_kwargs)
+
+        def loss_fn(params, x, row_weights, key):
+            return gmm_autoencoder_loss(model, weights, recon_nll, params, x, row_weights, key)
+
+        return loss_fn
+
+    def _make_metric_fn(self, metric: Callable):
+        model = self.model
+
+        def metric_fn(x, row_weights, params):
+            out = model.forward(params, x, jax.random.PRNGKey(0))
+            value = jnp.asarray(metric(x.reshape(x.shape[0], -1), out.x_recon.reshape(x.shape[0], -1)))
+            return vae_lib.weighted_mean(value, row_weights) if value.ndim == 1 else value
+
+        return metric_fn
+
+    # -- mixture from the whole training set, in chunks ----------------------------------
+    def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
+        self.gmm_params = fit_mixture(self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 4096))
+        if not bool(gmm_lib.params_are_finite(self.gmm_params, self.eps)):
+            raise FloatingPointError(
+                "the mixture fitted on the training data is not finite or a covariance is not positive definite "
+                f"even with jitter eps={self.eps}; increase eps or check the training data"
+            )
+
+    # -- scoring -------------------------------------------------------------------------
+    def _n_score_samples(self) -> int:
+        return self.samples if self.variational else 1
+
+    def _score_extra(self):
+        if self.gmm_params is None:
+            from vaegmm_jax.validation import NotFittedError
+
+            raise NotFittedError(f"{type(self).__name__} has no fitted mixture: call fit(X) first")
+        return self.gmm_params
+
+    def _score_chunk_fn(self, n_samples: int) -> Callable:
+        model = self.model
+
+        def score_chunk(params, gmm, x, offset, key):
+            rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
+            noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
+            return model.energies(params, gmm, x, noise)
+
+        return score_chunk
+
+    # -- persistence ---------------------------------------------------------------------
+    _model_arg = "vaegmm"
+
+    @classmethod
+    def from_config(cls, config: dict, **networks) -> "_GMMDetector":
+        """Rebuilds an unfitted detector from :meth:`config_dict` output.
+
+        Custom networks are not stored (only their parameters): pass the same
+        objects again as keyword arguments.
+        """
+        allowed = {"encoder_net", "decoder_net", "gmm_density_net", cls._model_arg}
+        unknown = set(networks) - allowed
+        if unknown:
+            raise TypeError(f"unexpected arguments {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if cls._model_arg not in networks:
+            missing = [n for n, custom in config["custom_nets"].items() if custom and networks.get(n) is None]
+            if missing:
+                raise ValueError(
+                    f"this {cls.__name__} was built with custom networks {missing}; their code is not stored in "
+                    f"the checkpoint (only parameters), so pass them again: load_detector(path, {missing[0]}=...)"
+                )
+        recon = config["recon_features"]
+        if recon.startswith("custom:"):
+            raise ValueError(f"the detector used a custom recon_features function ({recon}); it cannot be rebuilt")
+        kwargs = dict(
+            n_gmm=config["n_gmm"], latent_dim=config["latent_dim"], recon_features=recon,
+            data_type=config["data_type"], seed=config["seed"], eps=config["eps"],
+            hidden=config["arch"]["hidden"], gmm_hidden=config["arch"]["gmm_hidden"],
+            gmm_dropout=config["arch"]["gmm_dropout"], activation=config["arch"]["activation"],
+        )
+        if cls.variational:
+            kwargs.update(samples=config["samples"], beta=config["beta"])
+        return cls(**kwargs, **networks)
+
+    def config_dict(self) -> dict:
+        return {
+            "n_gmm": self.n_gmm,
+            "latent_dim": self.latent_dim,
+            "samples": self.samples,
+            "beta": self.beta,
+            "recon_features": self.recon_features_name,
+            "data_type": self.data_type,
+            "seed": self.seed,
+            "eps": self.eps,
+            "arch": self.arch,
+            "custom_nets": self.custom_nets,
+        }
+
+    def extra_arrays(self) -> dict[str, Any]:
+        out = {}
+        if self.gmm_params is not None:
+            out["gmm"] = dict(self.gmm_params._asdict())
+        if self.recon_cov is not None:
+            out["recon_scale"] = self.recon_cov.scale
+        return out
+
+    def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
+        if "gmm" in arrays:
+            self.gmm_params = gmm_lib.GMMParams(**{k: jnp.asarray(v) for k, v in arrays["gmm"].items()})
+        if "recon_scale" in arrays and self.fit_config.get("cov_kind"):
+            self.recon_cov = vae_lib.ReconCovariance(self.fit_config["cov_kind"], jnp.asarray(arrays["recon_scale"]))
+
+
+def fit_mixture(model: GMMAutoencoder, params, X: np.ndarray, key: jax.Array, chunk_size: int = 8192) -> gmm_lib.GMMParams:
+    """phi/mu/Sigma from the whole data set, in fixed-size chunks (memory bounded by the chunk).
+
+    Two passes of additive statistics: the means first, then second moments centred
+    on them, which equals the one-pass estimate without float32 cancellation.
+    Each row uses one latent sample whose noise depends only on (key, row index).
+
+    Args:
+      model: the model.
+      params: its parameters.
+      X: (N, *S) data (numpy, memmap or device array).
+      key: PRNG key of the latent samples.
+      chunk_size: rows per chunk.
+
+    Returns:
+      GMMParams(phi (K,), mu (K, D), cov (K, D, D)).
+    """
+    chunk_size = min(chunk_size, -(-X.shape[0] // 8) * 8)
+
+    @jax.jit
+    def chunk_stats(params, x, weights, offset, shift):
+        rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
+        noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
+        return model.gmm_stats(params, x, noise, weights, shift)
+
+    z_dim = model.latent_dim + model.recon_features(np.zeros((1, 1)), np.ones((1, 1))).shape[-1]
+    shift = jnp.zeros((model.n_gmm, z_dim), jnp.float32)  # pass 1 around 0, pass 2 around the means
+    for _ in range(2):
+        total = None
+        for chunk in iter_chunks(X, chunk_size):
+            s = chunk_stats(params, chunk.x, chunk.weights, np.int32(chunk.offset), shift)
+            total = s if total is None else gmm_lib.merge_stats(total, s)
+        first = gmm_lib.params_from_stats(total)
+        shift = first.mu
+    return first
+
+
+class _Reshape:
+    """Wraps a flat decoder so its output has the image shape (for default nets on images)."""
+
+    def __new__(cls, module, shape):
+        net = adapter.as_network(module)
+
+        def apply(params, z, train=False, key=None):
+            out = net.apply(params, z, train, key)
+            return out.reshape((out.shape[0],) + shape)
+
+        return adapter.Network(init=net.init, apply=apply, kind=net.kind, module=module)
+
+
+class OutlierVAEGMM(_GMMDetector):
+    """Variational autoencoding Gaussian mixture outlier detector (alibi-detect's API).
+
+    Args:
+      threshold: score above which a row is an outlier (or infer_threshold later).
+      vaegmm: a whole :class:`GMMAutoencoder` (variational=True) instead of the nets.
+      encoder_net: Linen/NNX module x (B, *S) -> h (B, H); mean/log-variance heads of
+        size ``latent_dim`` are added. Default: the DAGMM KDD shape scaled to the data
+        (F -> F/2 -> F/4 -> F/12, tanh).
+      decoder_net: z (B, latent_dim) -> x' (B, *S). Default: the mirror, linear output.
+      gmm_density_net: z (B, D) -> K logits (softmax applied by the model; unlike
+        alibi's Keras nets, do not end it with a softmax). Default: 10 tanh, dropout 0.5.
+      n_gmm: K mixture components.
+      latent_dim: d.
+      samples: L latent samples per row when scoring.
+      beta: KL weight.
+      recon_features: 'dagmm' (paper: [rel. Euclidean distance, cosine]), 'alibi'
+        (alibi-detect 0.13's quirky eucl_cosim_features) or a callable.
+      data_type: 'tabular', 'image' or None (inferred at fit).
+      seed: seeds initialisation, shuffling, sampling and scoring noise.
+      eps: covariance jitter (alibi issue #554 asks for it to be configurable).
+    """
+
+    variational = True
+
+    def fit(
+        self,
+        X,
+        w_recon: float = 1e-7,
+        w_energy: float = 0.1,
+        w_cov_diag: float = 0.005,
+        optimizer: optax.GradientTransformation | None = None,
+        cov_elbo: dict | None = None,
+        epochs: int = 20,
+        batch_size: int = 64,
+        verbose: bool = True,
+        log_metric: tuple[str, Callable] | None = None,
+        checkpoint_dir=None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
+    ) -> dict[str, list[float]]:
+        """Trains on X (N, *S) (inliers) and fixes the mixture from the whole of X.
+
+        Args:
+          X: training data.
+          w_recon, w_energy, w_cov_diag: loss weights (alibi defaults).
+          optimizer: an optax transformation (default adam, lr 1e-4).
+          cov_elbo: reconstruction likelihood covariance: dict(sim=0.05) (default),
+            dict(cov_diag=None) or dict(cov_full=None) (estimated from X).
+          epochs, batch_size: training length and minibatch size.
+          verbose: a per-epoch progress bar (shown only on a terminal).
+          log_metric: optional (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch.
+          checkpoint_dir: save the detector there at the end (and every
+            ``checkpoint_every`` epochs).
+          resume: continue from ``checkpoint_dir`` up to ``epochs`` in total.
+
+        Returns:
+          The history: {term: [value per epoch]} for recon, energy, cov_diag, kl, total.
+        """
+        cov_elbo = dict(sim=0.05) if cov_elbo is None else cov_elbo
+        return self._fit(
+            X,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=verbose,
+            log_metric=log_metric,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            fit_kwargs=dict(w_recon=w_recon, w_energy=w_energy, w_cov_diag=w_cov_diag, cov_elbo=_jsonable_cov(cov_elbo)),
+        )
+
+    def _recon_nll(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+        cov_elbo = fit_kwargs["cov_elbo"]
+        self.recon_cov = vae_lib.recon_covariance(
+            {k: (None if v is None else np.asarray(v)) for k, v in cov_elbo.items()}, X.reshape(X.shape[0], -1)
+        )
+        fit_kwargs["cov_kind"] = self.recon_cov.kind
+        cov = self.recon_cov
+        return lambda x, x_recon: vae_lib.gaussian_nll(x, x_recon, cov)
+
+
+def _jsonable_cov(cov_elbo: dict) -> dict:
+    if not isinstance(cov_elbo, dict) or len(cov_elbo) != 1:
+        raise ValueError(
+            f"cov_elbo must be a dict with exactly one of 'sim', 'cov_diag', 'cov_full', got {cov_elbo!r}"
+        )
+    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in cov_elbo.items()}
+
+
+class OutlierAEGMM(_GMMDetector):
+    """DAGMM (Zong et al., 2018): deterministic autoencoder + Gaussian mixture.
+
+    Loss J = mean over batch of the per-row sum of squared errors
+    + w_energy (lambda1) * mean energy + w_cov_diag (lambda2) * P(Sigma).
+    Dropout in the estimation network is active in training only. Constructor
+    arguments as :class:`OutlierVAEGMM` (``aegmm=`` for a whole model, no
+    ``samples``/``beta``: the latent is not sampled); latent_dim defaults to 1 as
+    in the paper.
+    """
+
+    variational = False
+    _model_arg = "aegmm"
+
+    def __init__(self, threshold=None, aegmm=None, encoder_net=None, decoder_net=None, gmm_density_net=None,
+                 n_gmm: int = 4, latent_dim: int = 1, recon_features="dagmm", data_type=None, seed: int = 0,
+                 eps: float = gmm_lib.DEFAULT_EPS, hidden=None, gmm_hidden: int = 10, gmm_dropout: float = 0.5,
+                 activation: str = "tanh"):
+        super().__init__(threshold=threshold, vaegmm=aegmm, encoder_net=encoder_net, decoder_net=decoder_net,
+                         gmm_density_net=gmm_density_net, n_gmm=n_gmm, latent_dim=latent_dim, samples=1, beta=0.0,
+                         recon_features=recon_features, data_type=data_type, seed=seed, eps=eps, hidden=hidden,
+                         gmm_hidden=gmm_hidden, gmm_dropout=gmm_dropout, activation=activation)
+
+    def fit(
+        self,
+        X,
+        w_energy: float = 0.1,
+        w_cov_diag: float = 0.005,
+        optimizer: optax.GradientTransformation | None = None,
+        epochs: int = 20,
+        batch_size: int = 64,
+        verbose: bool = True,
+        log_metric: tuple[str, Callable] | None = None,
+        checkpoint_dir=None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
+    ) -> dict[str, list[float]]:
+        """Trains DAGMM on X (N, *S). Arguments as OutlierVAEGMM.fit (w_energy = lambda1, w_cov_diag = lambda2)."""
+        return self._fit(
+            X,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=verbose,
+            log_metric=log_metric,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            fit_kwargs=dict(w_recon=1.0, w_energy=w_energy, w_cov_diag=w_cov_diag),
+        )
+
+    def _recon_nll(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+        return squared_error_sum

@@ -1,0 +1,110 @@
+"""One pure interface over Flax Linen and Flax NNX modules.
+
+The library's maths only ever sees a :class:`Network`: a pair of pure functions
+``init(key, x) -> params`` and ``apply(params, x, train, key) -> y``. Users may
+hand us a Linen module, an NNX module, or a ready-made :class:`Network`.
+
+Modules whose ``__call__`` accepts a ``train`` (or ``deterministic``) keyword get
+it; dropout in training draws from the ``key`` given to ``apply``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+from flax import linen as nn
+from flax import nnx
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A network as two pure functions.
+
+    Attributes:
+      init: (key, x (B, ...)) -> params pytree.
+      apply: (params, x (B, ...), train: bool, key: PRNG key or None) -> (B, ...) outputs.
+      kind: 'linen', 'nnx' or 'custom' (informational).
+      module: the wrapped module, if any (kept so a saved config can describe it).
+    """
+
+    init: Callable[[jax.Array, jax.Array], Any]
+    apply: Callable[..., jax.Array]
+    kind: str = "custom"
+    module: Any = None
+
+
+def _call_flag(fn) -> str | None:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in ("train", "deterministic", "training"):
+        if name in params:
+            return name
+    return None
+
+
+def _flag_kwargs(flag: str | None, train: bool) -> dict:
+    if flag is None:
+        return {}
+    return {flag: (not train) if flag == "deterministic" else train}
+
+
+def from_linen(module: nn.Module) -> Network:
+    """Wraps a Linen module; its 'params' collection is the trainable state."""
+    flag = _call_flag(module.__call__)
+
+    def init(key, x):
+        variables = module.init({"params": key, "dropout": key}, x, **_flag_kwargs(flag, False))
+        return variables["params"]
+
+    def apply(params, x, train=False, key=None):
+        rngs = {"dropout": key} if (train and key is not None) else None
+        return module.apply({"params": params}, x, rngs=rngs, **_flag_kwargs(flag, train))
+
+    return Network(init=init, apply=apply, kind="linen", module=module)
+
+
+def from_nnx(module: nnx.Module) -> Network:
+    """Wraps an (already initialised) NNX module.
+
+    The module's ``nnx.Param`` leaves become the params pytree; everything else
+    (RNG streams, constants) is held fixed. Train and eval graphs are split once so
+    dropout behaves as in ``module.train()`` / ``module.eval()``; ``init`` returns
+    the module's own parameters (NNX initialises at construction, with the user's
+    rngs), so the detector seed does not re-draw them.
+    """
+    flag = _call_flag(module.__call__)
+    module.train()
+    graph_train, params, rest = nnx.split(module, nnx.Param, ...)
+    module.eval()
+    graph_eval, _, _ = nnx.split(module, nnx.Param, ...)
+
+    def init(key, x):
+        del key, x
+        return params
+
+    def apply(params, x, train=False, key=None):
+        m = nnx.merge(graph_train if train else graph_eval, params, rest)
+        if train and key is not None:
+            nnx.reseed(m, dropout=key)
+        return m(x, **_flag_kwargs(flag, train))
+
+    return Network(init=init, apply=apply, kind="nnx", module=module)
+
+
+def as_network(obj: Any, name: str = "network") -> Network:
+    """Converts a Linen module, an NNX module or a Network into a Network."""
+    if isinstance(obj, Network):
+        return obj
+    if isinstance(obj, nn.Module):
+        return from_linen(obj)
+    if isinstance(obj, nnx.Module):
+        return from_nnx(obj)
+    raise TypeError(
+        f"{name} must be a flax.linen.Module, a flax.nnx.Module or a vaegmm_jax.nets.Network, "
+        f"got {type(obj).__name__}"
+    )

@@ -1,0 +1,103 @@
+"""Fixed-size, padded chunks over any row source, for scoring and statistics.
+
+Every chunk has the same shape (the last is padded, its padding rows flagged by
+weight 0), so a jitted per-chunk function compiles once. JAX dispatch is
+asynchronous: the next chunk is transferred while the previous one computes, and
+results are copied back to the host only after all chunks are dispatched
+(``copy_to_host_async`` starts each copy as soon as it is ready).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator, NamedTuple
+
+import jax
+import numpy as np
+
+
+class Chunk(NamedTuple):
+    """One padded chunk.
+
+    Attributes:
+      x: (C, *S) rows (padding rows repeat the last real row, so they stay finite).
+      weights: (C,) float32, 1 for real rows and 0 for padding.
+      offset: global index of the chunk's first row.
+      n_valid: number of real rows.
+    """
+
+    x: np.ndarray
+    weights: np.ndarray
+    offset: int
+    n_valid: int
+
+
+def _pad(block: np.ndarray, chunk_size: int) -> np.ndarray:
+    n = block.shape[0]
+    if n == chunk_size:
+        return block
+    pad = np.repeat(block[-1:], chunk_size - n, axis=0)
+    return np.concatenate([block, pad], axis=0)
+
+
+def iter_chunks(source, chunk_size: int, dtype=np.float32) -> Iterator[Chunk]:
+    """Yields padded chunks of ``chunk_size`` rows.
+
+    Args:
+      source: an array-like with rows on axis 0 (numpy array, ``np.memmap``,
+        jax array), or an iterable of such blocks (each of any length; they are
+        re-cut into fixed chunks without ever holding more than one chunk plus
+        one block in memory).
+      chunk_size: C.
+      dtype: host dtype of the chunks.
+    """
+    if hasattr(source, "shape") and hasattr(source, "__getitem__"):
+        blocks: Iterable = (source[i : i + chunk_size] for i in range(0, source.shape[0], chunk_size))
+    else:
+        blocks = source
+    offset = 0
+    pending: list[np.ndarray] = []
+    pending_rows = 0
+    for block in blocks:
+        block = np.asarray(block, dtype=dtype)
+        if block.shape[0] == 0:
+            continue
+        pending.append(block)
+        pending_rows += block.shape[0]
+        while pending_rows >= chunk_size:
+            joined = np.concatenate(pending, axis=0) if len(pending) > 1 else pending[0]
+            head, rest = joined[:chunk_size], joined[chunk_size:]
+            yield Chunk(head, np.ones((chunk_size,), np.float32), offset, chunk_size)
+            offset += chunk_size
+            pending = [rest] if rest.shape[0] else []
+            pending_rows = rest.shape[0]
+    if pending_rows:
+        joined = np.concatenate(pending, axis=0) if len(pending) > 1 else pending[0]
+        weights = np.zeros((chunk_size,), np.float32)
+        weights[:pending_rows] = 1.0
+        yield Chunk(_pad(joined, chunk_size), weights, offset, pending_rows)
+
+
+def map_chunks(fn, source, chunk_size: int, dtype=np.float32) -> np.ndarray:
+    """Applies ``fn(x_chunk (C, *S), offset ()) -> (C, ...)`` to every chunk; returns the rows, unpadded.
+
+    ``fn`` should be jitted; all calls share one shape, so it compiles once.
+    """
+    pending = []
+    for chunk in iter_chunks(source, chunk_size, dtype):
+        out = fn(jax.device_put(chunk.x), np.int32(chunk.offset))
+        out.copy_to_host_async()
+        pending.append((out, chunk.n_valid))
+    if not pending:
+        return np.zeros((0,), np.float32)
+    return np.concatenate([np.asarray(out)[:n] for out, n in pending], axis=0)
+
+
+def effective_chunk_size(n_rows: int | None, requested: int) -> int:
+    """The chunk size to use: ``requested``, or the next power of two >= n_rows if smaller.
+
+    Rounding small inputs to powers of two bounds the number of distinct shapes
+    (and so of compilations) while never padding more than 2x.
+    """
+    if n_rows is None or n_rows >= requested:
+        return requested
+    return max(8, 1 << max(0, (n_rows - 1).bit_length()))

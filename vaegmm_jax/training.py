@@ -1,0 +1,141 @@
+"""Training: one epoch is one jitted ``lax.scan`` over minibatches.
+
+The data stays on the device; each epoch draws a permutation, pads it to whole
+batches (the ragged last batch is kept, its padding rows get weight 0, so the
+shape never changes and nothing recompiles), and scans the update step. Per-step
+keys come from ``fold_in``. Params and optimizer state are donated. The host
+syncs once per epoch (to read the loss history).
+
+A step whose loss or gradients are not finite is not applied, and every later
+step of the epoch is skipped too: the state stays at the last good parameters and
+the epoch reports the first bad step, so the caller can raise an error naming
+the epoch and the term.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# loss_fn(params, x (B, *S), row_weights (B,), key) -> (total (), {term: ()})
+LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training (a pytree).
+
+    Attributes:
+      params: model parameters.
+      opt_state: optax state.
+      step: () int32 number of applied updates.
+    """
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+class EpochResult(NamedTuple):
+    """What one epoch reports (device arrays; read once per epoch).
+
+    Attributes:
+      terms: (n_terms,) row-weighted means of the loss terms over the epoch's good steps.
+      first_bad_step: () int32 index of the first non-finite step, -1 if none.
+      bad_terms: (n_terms,) the loss terms at that step (or zeros).
+    """
+
+    terms: jax.Array
+    first_bad_step: jax.Array
+    bad_terms: jax.Array
+
+
+def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+
+
+def epoch_batches(key: jax.Array, n_rows: int, batch_size: int, shuffle: bool = True):
+    """Row indices and weights of one epoch's minibatches.
+
+    Args:
+      key: the epoch's PRNG key.
+      n_rows: N.
+      batch_size: B.
+      shuffle: permute the rows (else keep their order).
+
+    Returns:
+      (indices (n_batches, B) int32, weights (n_batches, B) float32): the
+      permutation padded with its own first rows up to whole batches; padding
+      rows carry weight 0.
+    """
+    n_batches = max(1, math.ceil(n_rows / batch_size))
+    order = jax.random.permutation(key, n_rows) if shuffle else jnp.arange(n_rows)
+    padded = jnp.resize(order, (n_batches * batch_size,))  # wraps around
+    weights = (jnp.arange(n_batches * batch_size) < n_rows).astype(jnp.float32)
+    return padded.reshape(n_batches, batch_size).astype(jnp.int32), weights.reshape(n_batches, batch_size)
+
+
+def make_train_epoch(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    term_names: tuple[str, ...],
+    batch_size: int,
+    shuffle: bool = True,
+    metric_fn: Callable | None = None,
+):
+    """Builds the pure (un-jitted) epoch function.
+
+    Returns:
+      ``train_epoch(state, x, key) -> (state, EpochResult)`` with x (N, *S) the
+      whole training set on the device and key the epoch's key. Jit it with
+      ``donate_argnums=0``; it is also safe to ``jax.vmap`` over (state, key).
+    """
+
+    def train_epoch(state: TrainState, x: jax.Array, key: jax.Array):
+        k_perm, k_steps = jax.random.split(key)
+        idx, w = epoch_batches(k_perm, x.shape[0], batch_size, shuffle)
+        n_terms = len(term_names)
+
+        def step(carry, inputs):
+            state, first_bad = carry
+            i, idx_b, w_b = inputs
+            xb = x[idx_b]
+            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, xb, w_b, jax.random.fold_in(k_steps, i)
+            )
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            grads_ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+            ok = jnp.isfinite(loss) & grads_ok & (first_bad < 0)
+            new_state = jax.tree.map(
+                lambda new, old: jnp.where(ok, new, old),
+                TrainState(params, opt_state, state.step + 1),
+                state,
+            )
+            term_vec = jnp.stack([terms[name] for name in term_names]).astype(jnp.float32)
+            if metric_fn is not None:
+                term_vec = jnp.concatenate([term_vec, jnp.atleast_1d(metric_fn(xb, w_b, state.params)).astype(jnp.float32)])
+            now_bad = (first_bad < 0) & ~(jnp.isfinite(loss) & grads_ok)
+            first_bad = jnp.where(now_bad, i, first_bad)
+            n_valid = jnp.sum(w_b) * ok
+            return (new_state, first_bad), (term_vec, n_valid, now_bad)
+
+        steps = jnp.arange(idx.shape[0])
+        (state, first_bad), (term_vecs, n_valid, bad_flags) = jax.lax.scan(
+            step, (state, jnp.asarray(-1, jnp.int32)), (steps, idx, w)
+        )
+        safe_terms = jnp.where(n_valid[:, None] > 0, term_vecs, 0.0)
+        means = jnp.sum(safe_terms * n_valid[:, None], axis=0) / jnp.maximum(jnp.sum(n_valid), 1.0)
+        bad_terms = jnp.sum(jnp.where(bad_flags[:, None], term_vecs, 0.0), axis=0)
+        del n_terms
+        return state, EpochResult(terms=means, first_bad_step=first_bad, bad_terms=bad_terms)
+
+    return train_epoch
+
+
+def epoch_key(base_key: jax.Array, epoch: int) -> jax.Array:
+    """The key of epoch ``epoch`` (0-based): the same whether training resumes or not."""
+    return jax.random.fold_in(base_key, epoch)

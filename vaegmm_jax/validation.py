@@ -1,0 +1,95 @@
+"""Input validation, on the host, before anything reaches jit.
+
+Errors name the problem (shape, NaN/inf, dtype, unfitted detector) so a user
+never sees NaN scores or a traceback from deep inside XLA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class NotFittedError(RuntimeError):
+    """The detector is used before ``fit`` (or before a threshold exists)."""
+
+
+def check_array(
+    X,
+    *,
+    name: str = "X",
+    row_shape: tuple[int, ...] | None = None,
+    min_rows: int = 1,
+    check_finite: bool = True,
+) -> np.ndarray:
+    """Validates a batch of rows and returns it as a float32 numpy array (no copy if possible).
+
+    Args:
+      X: array-like (N, F) or (N, H, W, C).
+      name: how the argument is called in error messages.
+      row_shape: the expected shape of one row (a fitted detector's input shape).
+      min_rows: smallest allowed N.
+      check_finite: reject NaN / inf.
+
+    Raises:
+      TypeError: non-numeric dtype (strings, objects, booleans are not features).
+      ValueError: wrong rank, empty, wrong row shape, NaN or inf.
+    """
+    if isinstance(X, np.memmap):
+        arr = X
+    else:
+        try:
+            arr = np.asarray(X)
+        except Exception as err:  # ragged lists and the like
+            raise TypeError(f"{name} could not be converted to a numeric array: {err}") from err
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")
+    if arr.ndim < 2:
+        raise ValueError(
+            f"{name} must have a leading batch axis: shape (N, n_features) or (N, H, W, C), got shape {arr.shape}"
+            + (" (reshape a single row with X[None] or a 1-D feature column with X[:, None])" if arr.ndim == 1 else "")
+        )
+    if arr.shape[0] < min_rows:
+        raise ValueError(f"{name} is empty: shape {arr.shape} has {arr.shape[0]} rows, need at least {min_rows}")
+    if row_shape is not None and tuple(arr.shape[1:]) != tuple(row_shape):
+        raise ValueError(
+            f"{name} has rows of shape {tuple(arr.shape[1:])} but the detector was fitted on rows of shape "
+            f"{tuple(row_shape)}"
+        )
+    if arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    if check_finite:
+        check_finite_rows(arr, name)
+    return arr
+
+
+def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 20) -> None:
+    """Raises ValueError naming the first row with NaN or inf (scans in blocks: memmap friendly)."""
+    flat_rows = arr.reshape(arr.shape[0], -1)
+    for start in range(0, arr.shape[0], block):
+        part = np.asarray(flat_rows[start : start + block])
+        bad = ~np.isfinite(part)
+        if bad.any():
+            rows = np.nonzero(bad.any(axis=1))[0]
+            kind = "NaN" if np.isnan(part[rows[0]]).any() else "inf"
+            raise ValueError(
+                f"{name} contains {kind} values ({int(bad.sum())} non-finite entries in block starting at row "
+                f"{start}; first bad row {start + int(rows[0])})"
+            )
+
+
+def check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_unit_interval(arr: np.ndarray, name: str = "X") -> None:
+    """For the Bernoulli likelihood: pixels must lie in [0, 1]."""
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values in [{lo:.4g}, {hi:.4g}] "
+            "(scale pixels by 1/255)"
+        )
