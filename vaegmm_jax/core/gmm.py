@@ -127,12 +127,16 @@ def params_from_stats(stats: GMMStats) -> GMMParams:
     An empty component (weight 0) gets phi = 0, mu = shift and cov = 0 rather than
     NaN; its log phi is clamped in :func:`energy` so it never wins the log-sum-exp.
     """
-    safe_weight = jnp.maximum(stats.weight, jnp.finfo(stats.sum_z.dtype).tiny)
-    mean_offset = stats.sum_z / safe_weight[:, None]  # (K, D), relative to shift
-    second = stats.sum_zz / safe_weight[:, None, None]  # (K, D, D)
+    # Divide only where a component has weight: the double-where keeps both the value
+    # and the gradient of an empty component at exactly 0 (x / tiny would give an
+    # enormous derivative and inf * 0 = NaN downstream).
+    occupied = stats.weight > 0
+    safe_weight = jnp.where(occupied, stats.weight, 1.0)
+    mean_offset = jnp.where(occupied[:, None], stats.sum_z / safe_weight[:, None], 0.0)  # (K, D)
+    second = jnp.where(occupied[:, None, None], stats.sum_zz / safe_weight[:, None, None], 0.0)  # (K, D, D)
     cov = second - jnp.einsum("kd,ke->kde", mean_offset, mean_offset, precision=HIGHEST)
     cov = 0.5 * (cov + jnp.swapaxes(cov, -1, -2))  # exact symmetry for Cholesky
-    phi = stats.weight / jnp.maximum(stats.count, jnp.finfo(stats.sum_z.dtype).tiny)
+    phi = stats.weight / jnp.where(stats.count > 0, stats.count, 1.0)
     return GMMParams(phi=phi, mu=stats.shift + mean_offset, cov=cov)
 
 

@@ -1,0 +1,62 @@
+"""Shared test configuration.
+
+The test suite (never the library) turns on JAX's persistent compilation cache:
+XLA compilation dominates test time on a 2-core CPU.
+"""
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "vaegmm_jax_tests_xla"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: heavy check, run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        skip_gpu = pytest.mark.skip(reason="needs a GPU; this machine has none")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The shared real-data folder (VAEGMM_DATA), or a skip with the reason."""
+    path = os.environ.get("VAEGMM_DATA")
+    if not path or not Path(path).is_dir():
+        pytest.skip("VAEGMM_DATA is not set to the data folder (.ci/run sets it to ../shared/data)")
+    return Path(path)
+
+
+def manifold_data(n_in: int = 1500, n_out: int = 75, n_features: int = 12, seed: int = 0):
+    """Inliers on a 2-D curved manifold in n_features dims; outliers off it.
+
+    Returns (X_train (n_in, F), X_test (n_in//2 + n_out, F), y_test) with y_test = 1 for outliers.
+    """
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(2, n_features))
+
+    def inliers(n):
+        t = rng.uniform(-1, 1, size=(n, 2))
+        return np.tanh(t @ a) + 0.02 * rng.normal(size=(n, n_features))
+
+    x_train = inliers(n_in)
+    x_test_in = inliers(n_in // 2)
+    x_out = rng.uniform(-1, 1, size=(n_out, n_features))
+    x_test = np.concatenate([x_test_in, x_out]).astype(np.float32)
+    y_test = np.r_[np.zeros(len(x_test_in)), np.ones(n_out)]
+    return x_train.astype(np.float32), x_test, y_test

@@ -1,0 +1,166 @@
+"""GMM maths against float64 NumPy/SciPy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from vaegmm_jax.core import gmm
+
+
+def _random_problem(n=200, d=4, k=3, seed=0, offset=0.0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d) + offset
+    logits = rng.normal(size=(n, k)) * 2
+    gamma = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    return z, gamma
+
+
+def _numpy_params(z, gamma):
+    nk = gamma.sum(0)
+    phi = nk / len(z)
+    mu = (gamma.T @ z) / nk[:, None]
+    cov = np.stack([((gamma[:, k, None] * (z - mu[k])).T @ (z - mu[k])) / nk[k] for k in range(gamma.shape[1])])
+    return phi, mu, cov
+
+
+def _scipy_energy(z, phi, mu, cov, eps):
+    d = z.shape[1]
+    logp = np.stack(
+        [np.log(phi[k]) + multivariate_normal(mu[k], cov[k] + eps * np.eye(d)).logpdf(z) for k in range(len(phi))],
+        axis=1,
+    )
+    return -logsumexp(logp, axis=1)
+
+
+def test_params_match_float64_reference():
+    z, gamma = _random_problem()
+    p = gmm.gmm_params(jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32))
+    phi, mu, cov = _numpy_params(z, gamma)
+    np.testing.assert_allclose(p.phi, phi, rtol=1e-5)
+    np.testing.assert_allclose(p.mu, mu, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(p.cov, cov, rtol=1e-4, atol=1e-5)
+    assert abs(float(p.phi.sum()) - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("eps", [1e-6, 1e-2])
+def test_energy_matches_scipy_mixture_log_density(eps):
+    z, gamma = _random_problem(seed=1)
+    phi, mu, cov = _numpy_params(z, gamma)
+    params = gmm.GMMParams(*(jnp.asarray(a, jnp.float32) for a in (phi, mu, cov)))
+    e = gmm.energy(jnp.asarray(z, jnp.float32), params, eps)
+    np.testing.assert_allclose(e, _scipy_energy(z, phi, mu, cov, eps), rtol=2e-5, atol=2e-5)
+
+
+def test_energy_far_outliers_do_not_saturate_or_tie():
+    # Ports with jitter 1e-12 and no log-sum-exp saturate near 27.6 so far outliers tie.
+    z, gamma = _random_problem(seed=2)
+    params = gmm.gmm_params(jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32))
+    far = jnp.asarray([[10.0] * 4, [20.0] * 4, [40.0] * 4])
+    e = np.asarray(gmm.energy(far, params))
+    assert np.all(np.isfinite(e)) and e[0] < e[1] < e[2] and e[0] > 30
+
+
+def test_penalty_is_sum_of_inverse_diagonals():
+    _, _, cov = _numpy_params(*_random_problem(seed=3))
+    expected = sum(1.0 / cov[k][j, j] for k in range(cov.shape[0]) for j in range(cov.shape[1]))
+    np.testing.assert_allclose(gmm.cov_diag_penalty(jnp.asarray(cov, jnp.float32)), expected, rtol=1e-5)
+
+
+def test_chunked_statistics_equal_one_pass():
+    z, gamma = _random_problem(n=1000, seed=4)
+    z32, g32 = jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32)
+    one = gmm.gmm_params(z32, g32)
+    shift = jnp.zeros((3, 4))
+    for _ in range(2):  # the two-pass chunked estimate
+        total = None
+        for start in range(0, 1000, 137):
+            s = gmm.gmm_stats(z32[start : start + 137], g32[start : start + 137], shift=shift)
+            total = s if total is None else gmm.merge_stats(total, s)
+        chunked = gmm.params_from_stats(total)
+        shift = chunked.mu
+    for a, b in zip(one, chunked):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_rows_with_zero_weight_change_nothing():
+    z, gamma = _random_problem(n=100, seed=5)
+    z32, g32 = jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32)
+    padded_z = jnp.concatenate([z32, 1e3 * jnp.ones((28, 4))])
+    padded_g = jnp.concatenate([g32, jnp.full((28, 3), 1 / 3)])
+    w = jnp.r_[jnp.ones(100), jnp.zeros(28)]
+    for a, b in zip(gmm.gmm_params(z32, g32), gmm.gmm_params(padded_z, padded_g, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_two_pass_beats_raw_moments_in_float32():
+    # Data far from the origin: E[zz^T] - mu mu^T cancels catastrophically in float32.
+    z, gamma = _random_problem(n=2000, seed=6, offset=3000.0)
+    _, _, cov64 = _numpy_params(z, gamma)
+    ours = gmm.gmm_params(jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32)).cov
+    raw = gmm.params_from_stats(gmm.gmm_stats(jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32))).cov
+    err_ours = np.max(np.abs(np.asarray(ours) - cov64))
+    err_raw = np.max(np.abs(np.asarray(raw) - cov64))
+    assert err_ours < 1e-2 and err_raw > 10 * err_ours
+
+
+def test_sharded_style_sum_of_stats_equals_whole():
+    # Summing per-device statistics (what psum does) equals the whole-batch statistics.
+    z, gamma = _random_problem(n=256, seed=7)
+    z32, g32 = jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32)
+    per_device = jax.vmap(lambda a, b: gmm.gmm_stats(a, b))(z32.reshape(4, 64, 4), g32.reshape(4, 64, 3))
+    summed = jax.tree.map(lambda x: x.sum(0), per_device._replace(shift=per_device.shift[0][None]))
+    whole = gmm.gmm_stats(z32, g32)
+    for a, b in zip(summed[:4], whole[:4]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_empty_and_collapsed_components_are_finite_with_finite_gradients():
+    rng = np.random.default_rng(8)
+    z = jnp.asarray(rng.normal(size=(32, 3)), jnp.float32)
+    gamma = jnp.zeros((32, 3)).at[:, 0].set(1.0)  # components 1, 2 empty
+    p = gmm.gmm_params(z, gamma)
+    assert np.all(np.isfinite(np.asarray(p.cov))) and float(p.phi[1]) == 0.0
+
+    def loss(z, gamma):
+        p = gmm.gmm_params(z, gamma)
+        return gmm.energy(z, p).mean() + 0.005 * gmm.cov_diag_penalty(p.cov)
+
+    assert np.isfinite(float(jax.jit(loss)(z, gamma)))
+    grad_fn = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    gz, gg = grad_fn(z, gamma)
+    assert np.all(np.isfinite(np.asarray(gz))) and np.all(np.isfinite(np.asarray(gg)))
+    # A collapsed batch: every row identical.
+    same = jnp.ones((16, 3))
+    g2, _ = grad_fn(same, jax.nn.softmax(jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)))
+    assert np.all(np.isfinite(np.asarray(g2)))
+
+
+def test_energy_gradients_pass_check_grads():
+    z, gamma = _random_problem(n=24, d=3, k=2, seed=9)
+    z64 = jnp.asarray(z, jnp.float32)
+    logits = jnp.asarray(np.log(gamma), jnp.float32)
+
+    def f(z, logits):
+        g = jax.nn.softmax(logits, axis=-1)
+        p = gmm.gmm_params(z, g)
+        return gmm.energy(z, p, eps=1e-3).mean() + 1e-3 * gmm.cov_diag_penalty(p.cov)
+
+    check_grads(jax.jit(f), (z64, logits), order=1, modes=["rev"], atol=5e-2, rtol=5e-2, eps=1e-2)
+
+
+def test_energy_composes_with_vmap_and_jit():
+    z, gamma = _random_problem(n=64, seed=10)
+    p = gmm.gmm_params(jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32))
+    batched = jax.jit(jax.vmap(lambda zi: gmm.energy(zi[None], p)[0]))(jnp.asarray(z, jnp.float32))
+    np.testing.assert_allclose(batched, gmm.energy(jnp.asarray(z, jnp.float32), p), rtol=1e-5, atol=1e-5)
+
+
+def test_params_are_finite_flags_nan():
+    good = gmm.GMMParams(jnp.ones(2) / 2, jnp.zeros((2, 2)), jnp.broadcast_to(jnp.eye(2), (2, 2, 2)))
+    assert bool(gmm.params_are_finite(good))
+    bad = good._replace(cov=good.cov.at[0, 0, 0].set(-5.0))  # not positive definite
+    assert not bool(gmm.params_are_finite(bad))
