@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "vaegmm_jax_tests_xla"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_addoption(parser):

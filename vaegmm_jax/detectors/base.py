@@ -133,7 +133,8 @@ class BaseDetector:
                 _restore_into(self, checkpoint_dir, optimizer=optimizer)
         loss_fn = self._make_loss(X, fit_kwargs)
         if self.params is None:
-            self.params = self.model.init(self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
+            # one compiled program instead of dozens of eagerly dispatched initialiser ops
+            self.params = jax.jit(self.model.init)(self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
             self.history = {}
             self.epochs_done = 0
         if self.opt_state is None or not resume:

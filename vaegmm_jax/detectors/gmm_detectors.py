@@ -149,7 +149,7 @@ class _GMMDetector(BaseDetector):
     # -- mixture from the whole training set, in chunks ----------------------------------
     def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
         self.gmm_params = fit_mixture(self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 4096))
-        if not bool(gmm_lib.params_are_finite(self.gmm_params, self.eps)):
+        if not bool(_params_are_finite(self.gmm_params, self.eps)):
             raise FloatingPointError(
                 "the mixture fitted on the training data is not finite or a covariance is not positive definite "
                 f"even with jitter eps={self.eps}; increase eps or check the training data"
@@ -259,21 +259,25 @@ def fit_mixture(model: GMMAutoencoder, params, X: np.ndarray, key: jax.Array, ch
     chunk_size = min(chunk_size, -(-X.shape[0] // 8) * 8)
 
     @jax.jit
-    def chunk_stats(params, x, weights, offset, shift):
+    def chunk_stats(params, x, weights, offset, shift, total):
         rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
         noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
-        return model.gmm_stats(params, x, noise, weights, shift)
+        stats = model.gmm_stats(params, x, noise, weights, shift)
+        return stats if total is None else gmm_lib.merge_stats(total, stats)
 
     z_dim = model.latent_dim + model.recon_features(np.zeros((1, 1)), np.ones((1, 1))).shape[-1]
     shift = jnp.zeros((model.n_gmm, z_dim), jnp.float32)  # pass 1 around 0, pass 2 around the means
     for _ in range(2):
         total = None
         for chunk in iter_chunks(X, chunk_size):
-            s = chunk_stats(params, chunk.x, chunk.weights, np.int32(chunk.offset), shift)
-            total = s if total is None else gmm_lib.merge_stats(total, s)
-        first = gmm_lib.params_from_stats(total)
+            total = chunk_stats(params, chunk.x, chunk.weights, np.int32(chunk.offset), shift, total)
+        first = _params_from_stats(total)
         shift = first.mu
     return first
+
+
+_params_from_stats = jax.jit(gmm_lib.params_from_stats)
+_params_are_finite = jax.jit(gmm_lib.params_are_finite, static_argnums=1)
 
 
 class _Reshape:

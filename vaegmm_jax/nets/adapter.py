@@ -79,18 +79,23 @@ def from_nnx(module: nnx.Module) -> Network:
     """
     flag = _call_flag(module.__call__)
     module.train()
-    graph_train, params, rest = nnx.split(module, nnx.Param, ...)
+    graph_train, params, rng_keys, rest = nnx.split(module, nnx.Param, nnx.RngKey, ...)
     module.eval()
-    graph_eval, _, _ = nnx.split(module, nnx.Param, ...)
+    graph_eval = nnx.split(module, nnx.Param, nnx.RngKey, ...)[0]
+    key_leaves, key_def = jax.tree_util.tree_flatten(rng_keys)
 
     def init(key, x):
         del key, x
         return params
 
     def apply(params, x, train=False, key=None):
-        m = nnx.merge(graph_train if train else graph_eval, params, rest)
-        if train and key is not None:
-            nnx.reseed(m, dropout=key)
+        keys = rng_keys
+        if train and key is not None and key_leaves:
+            # Fresh RNG streams from the step key (NNX's own streams are state that a
+            # pure function cannot advance).
+            typed = key if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else jax.random.wrap_key_data(key)
+            keys = jax.tree_util.tree_unflatten(key_def, [jax.random.fold_in(typed, i) for i in range(len(key_leaves))])
+        m = nnx.merge(graph_train if train else graph_eval, params, keys, rest, copy=True)
         return m(x, **_flag_kwargs(flag, train))
 
     return Network(init=init, apply=apply, kind="nnx", module=module)
