@@ -256,7 +256,7 @@ def _restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:
         det.opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[f"opt_state/{i}"]) for i in range(n_opt)])
     else:
         det.opt_state_leaves = [flat[f"opt_state/{i}"] for i in range(n_opt)]
-    det._score_jit = None
+    det._score_jit = {}
 
 
 def _group(flat: dict[str, np.ndarray]) -> dict[str, Any]:

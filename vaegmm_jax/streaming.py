@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -77,16 +78,42 @@ def iter_chunks(source, chunk_size: int, dtype=np.float32) -> Iterator[Chunk]:
         yield Chunk(_pad(joined, chunk_size), weights, offset, pending_rows)
 
 
-def map_chunks(fn, source, chunk_size: int, dtype=np.float32) -> np.ndarray:
+def map_chunks(fn, source, chunk_size: int, dtype=np.float32, sharding=None, row_offset: int = 0) -> np.ndarray:
     """Applies ``fn(x_chunk (C, *S), offset ()) -> (C, ...)`` to every chunk; returns the rows, unpadded.
 
-    ``fn`` should be jitted; all calls share one shape, so it compiles once.
+    ``fn`` should be jitted; all calls share one shape, so it compiles once. Host
+    sources (numpy, memmap, iterables) are cut on the host and transferred chunk
+    by chunk (at most one chunk per device in flight beyond the results); a
+    ``jax.Array`` source is sliced on the device without a round trip.
+
+    Args:
+      fn: the per-chunk function.
+      source: rows (see :func:`iter_chunks`) or a jax.Array.
+      chunk_size: C.
+      dtype: host dtype of chunks.
+      sharding: optional sharding of a chunk's rows over several devices.
+      row_offset: global index of the source's first row (multi-host scoring).
     """
     pending = []
-    for chunk in iter_chunks(source, chunk_size, dtype):
-        out = fn(jax.device_put(chunk.x), np.int32(chunk.offset))
-        out.copy_to_host_async()
-        pending.append((out, chunk.n_valid))
+    if isinstance(source, jax.Array):
+        n = source.shape[0]
+        for start in range(0, n, chunk_size):
+            block = source[start : start + chunk_size]
+            n_valid = block.shape[0]
+            if n_valid < chunk_size:
+                pad = jnp.broadcast_to(block[-1:], (chunk_size - n_valid,) + block.shape[1:])
+                block = jnp.concatenate([block, pad], axis=0)
+            if sharding is not None:
+                block = jax.device_put(block, sharding)
+            out = fn(block, np.int32(row_offset + start))
+            out.copy_to_host_async()
+            pending.append((out, n_valid))
+    else:
+        for chunk in iter_chunks(source, chunk_size, dtype):
+            x = jax.device_put(chunk.x) if sharding is None else jax.device_put(chunk.x, sharding)
+            out = fn(x, np.int32(row_offset + chunk.offset))
+            out.copy_to_host_async()
+            pending.append((out, chunk.n_valid))
     if not pending:
         return np.zeros((0,), np.float32)
     return np.concatenate([np.asarray(out)[:n] for out, n in pending], axis=0)

@@ -85,8 +85,19 @@ def make_train_epoch(
     batch_size: int,
     shuffle: bool = True,
     metric_fn: Callable | None = None,
+    batch_sharding=None,
 ):
     """Builds the pure (un-jitted) epoch function.
+
+    Args:
+      loss_fn: (params, x (B, *S), row_weights (B,), key) -> (total, {term: ()}).
+      optimizer: an optax transformation.
+      term_names: which terms to report, in order.
+      batch_size: B.
+      shuffle: permute the rows every epoch.
+      metric_fn: optional (x, row_weights, params) -> () extra metric per step.
+      batch_sharding: optional sharding of a minibatch's rows over devices (data
+        parallelism; gradients and statistics are then all-reduced by XLA).
 
     Returns:
       ``train_epoch(state, x, key) -> (state, EpochResult)`` with x (N, *S) the
@@ -103,6 +114,9 @@ def make_train_epoch(
             state, first_bad = carry
             i, idx_b, w_b = inputs
             xb = x[idx_b]
+            if batch_sharding is not None:
+                xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+                w_b = jax.lax.with_sharding_constraint(w_b, batch_sharding)
             (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 state.params, xb, w_b, jax.random.fold_in(k_steps, i)
             )

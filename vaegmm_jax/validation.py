@@ -6,6 +6,8 @@ never sees NaN scores or a traceback from deep inside XLA.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -34,6 +36,8 @@ def check_array(
       TypeError: non-numeric dtype (strings, objects, booleans are not features).
       ValueError: wrong rank, empty, wrong row shape, NaN or inf.
     """
+    if isinstance(X, jax.Array):
+        return _check_device_array(X, name, row_shape, min_rows, check_finite)
     if isinstance(X, np.memmap):
         arr = X
     else:
@@ -62,6 +66,30 @@ def check_array(
     if check_finite:
         check_finite_rows(arr, name)
     return arr
+
+
+def _check_device_array(X, name, row_shape, min_rows, check_finite):
+    """The same checks for an array already on the device (no copy to the host)."""
+    if not (jnp.issubdtype(X.dtype, jnp.floating) or jnp.issubdtype(X.dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a real numeric array, got dtype {X.dtype}")
+    if X.ndim < 2:
+        raise ValueError(f"{name} must have a leading batch axis: shape (N, n_features) or (N, H, W, C), got shape {X.shape}")
+    if X.shape[0] < min_rows:
+        raise ValueError(f"{name} is empty: shape {X.shape} has {X.shape[0]} rows, need at least {min_rows}")
+    if row_shape is not None and tuple(X.shape[1:]) != tuple(row_shape):
+        raise ValueError(
+            f"{name} has rows of shape {tuple(X.shape[1:])} but the detector was fitted on rows of shape {tuple(row_shape)}"
+        )
+    if X.dtype != jnp.float32:
+        X = X.astype(jnp.float32)
+    if check_finite and not bool(_all_finite(X)):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return X
+
+
+@jax.jit
+def _all_finite(x):
+    return jnp.all(jnp.isfinite(x))
 
 
 def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 20) -> None:

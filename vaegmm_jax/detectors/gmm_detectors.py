@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vaegmm_jax import parallel
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
@@ -148,7 +149,9 @@ class _GMMDetector(BaseDetector):
 
     # -- mixture from the whole training set, in chunks ----------------------------------
     def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
-        self.gmm_params = fit_mixture(self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 4096))
+        self.gmm_params = fit_mixture(
+            self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 4096), devices=self.devices
+        )
         if not bool(_params_are_finite(self.gmm_params, self.eps)):
             raise FloatingPointError(
                 "the mixture fitted on the training data is not finite or a covariance is not positive definite "
@@ -239,7 +242,9 @@ class _GMMDetector(BaseDetector):
             self.recon_cov = vae_lib.ReconCovariance(self.fit_config["cov_kind"], jnp.asarray(arrays["recon_scale"]))
 
 
-def fit_mixture(model: GMMAutoencoder, params, X: np.ndarray, key: jax.Array, chunk_size: int = 8192) -> gmm_lib.GMMParams:
+def fit_mixture(
+    model: GMMAutoencoder, params, X: np.ndarray, key: jax.Array, chunk_size: int = 8192, devices=None
+) -> gmm_lib.GMMParams:
     """phi/mu/Sigma from the whole data set, in fixed-size chunks (memory bounded by the chunk).
 
     Two passes of additive statistics: the means first, then second moments centred
@@ -252,11 +257,15 @@ def fit_mixture(model: GMMAutoencoder, params, X: np.ndarray, key: jax.Array, ch
       X: (N, *S) data (numpy, memmap or device array).
       key: PRNG key of the latent samples.
       chunk_size: rows per chunk.
+      devices: devices to split each chunk's rows over (default all local devices);
+        the statistics are summed across them.
 
     Returns:
       GMMParams(phi (K,), mu (K, D), cov (K, D, D)).
     """
-    chunk_size = min(chunk_size, -(-X.shape[0] // 8) * 8)
+    mesh = parallel.local_mesh(devices)
+    sharding = parallel.row_sharding(mesh)
+    chunk_size = parallel.round_up(min(chunk_size, -(-X.shape[0] // 8) * 8), parallel.mesh_size(mesh))
 
     @jax.jit
     def chunk_stats(params, x, weights, offset, shift, total):
@@ -270,7 +279,8 @@ def fit_mixture(model: GMMAutoencoder, params, X: np.ndarray, key: jax.Array, ch
     for _ in range(2):
         total = None
         for chunk in iter_chunks(X, chunk_size):
-            total = chunk_stats(params, chunk.x, chunk.weights, np.int32(chunk.offset), shift, total)
+            x, w = parallel.put(chunk.x, sharding), parallel.put(chunk.weights, sharding)
+            total = chunk_stats(params, x, w, np.int32(chunk.offset), shift, total)
         first = _params_from_stats(total)
         shift = first.mu
     return first

@@ -1,0 +1,116 @@
+"""Sharded training and scoring on several (fake) CPU devices, several processes, and compile counts."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import vaegmm_jax as vj
+from tests.conftest import manifold_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, env_extra: dict, timeout=300):
+    env = dict(os.environ, **env_extra)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_sharded_training_and_scoring_on_4_devices_equal_single_device(tmp_path):
+    code = f"""
+    import jax, numpy as np, optax
+    import vaegmm_jax as vj
+    from tests.conftest import manifold_data
+    assert len(jax.devices()) == 4, jax.devices()
+    X, XT, _ = manifold_data(n_in=512, n_out=16, seed=6)
+    out = {{}}
+    for name, devices in [("one", jax.devices()[:1]), ("four", jax.devices())]:
+        det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, seed=3, hidden=(8, 4))
+        det.devices = devices
+        det.fit(X, epochs=3, batch_size=128, verbose=False, optimizer=optax.adam(1e-3), w_recon=1.0)
+        out[name + "_scores"] = det.score(XT, batch_size=64)
+        out[name + "_mu"] = np.asarray(det.gmm_params.mu)
+        out[name + "_kernel"] = np.asarray(jax.tree.leaves(det.params)[0])
+    np.savez("{tmp_path}/res.npz", **out)
+    """
+    _run(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+    res = np.load(tmp_path / "res.npz")
+    np.testing.assert_allclose(res["four_kernel"], res["one_kernel"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(res["four_mu"], res["one_mu"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(res["four_scores"], res["one_scores"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    X, XT, _ = manifold_data(n_in=512, n_out=16, seed=7)
+    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, seed=3, hidden=(8, 4))
+    det.fit(X, epochs=1, batch_size=128, verbose=False, optimizer=optax.adam(1e-3))
+    path = tmp_path_factory.mktemp("par") / "det"
+    vj.save_detector(det, path)
+    return det, path, XT
+
+
+def test_two_process_jax_distributed_scoring_equals_single_process(saved, tmp_path):
+    det, path, xt = saved
+    np.save(tmp_path / "x.npy", xt)
+    port = 12000 + os.getpid() % 2000
+    worker = f"""
+    import sys, jax, numpy as np
+    pid = int(sys.argv[1])
+    jax.distributed.initialize(coordinator_address="127.0.0.1:{port}", num_processes=2, process_id=pid)
+    assert jax.process_count() == 2
+    import vaegmm_jax as vj
+    det = vj.load_detector("{path}")
+    x = np.load("{tmp_path}/x.npy")
+    half = (len(x) + 1) // 2
+    lo, hi = (0, half) if pid == 0 else (half, len(x))
+    np.save(f"{tmp_path}/part{{pid}}.npy", det.score(x[lo:hi], batch_size=32, row_offset=lo))
+    """
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(worker), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    both = np.concatenate([np.load(tmp_path / "part0.npy"), np.load(tmp_path / "part1.npy")])
+    np.testing.assert_allclose(both, det.score(xt), rtol=1e-5, atol=1e-5)
+
+
+def test_no_recompilation_across_chunks_and_calls(saved):
+    det, _, xt = saved
+    rng = np.random.default_rng(0)
+    det.score(xt, batch_size=64)
+    fn = det._jitted_score()
+    compiled_before = fn._cache_size()
+    for n in (65, 200, 333):  # several chunks each, ragged last chunk
+        det.score(rng.uniform(-1, 1, size=(n, xt.shape[1])).astype(np.float32), batch_size=64)
+    assert fn._cache_size() == compiled_before  # one compiled shape served every chunk
+
+
+def test_memmap_and_device_array_scoring_equal_in_memory(saved, tmp_path):
+    det, _, xt = saved
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=xt.shape)
+    mm[:] = xt
+    mm.flush()
+    ref = det.score(xt, batch_size=64)
+    np.testing.assert_allclose(det.score(np.load(tmp_path / "x.npy", mmap_mode="r"), batch_size=64), ref, rtol=1e-6)
+    np.testing.assert_allclose(det.score(jax.device_put(xt), batch_size=64), ref, rtol=1e-6)
+
+
+def test_bf16_scoring_is_close_and_opt_in(saved):
+    det, _, xt = saved
+    f32 = det.score(xt)
+    bf16 = det.score(xt, compute_dtype="bfloat16")
+    assert not np.array_equal(f32, bf16)
+    assert np.corrcoef(f32, bf16)[0, 1] > 0.98
+    with pytest.raises(ValueError, match="compute_dtype"):
+        det.score(xt, compute_dtype="float16")
