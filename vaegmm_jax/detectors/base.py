@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from typing import Any, Callable, Iterable
 
 import jax
@@ -56,6 +57,8 @@ class BaseDetector:
         self.params = None
         self.model = None
         self.history: dict[str, list[float]] = {}
+        #: wall-clock seconds of each epoch of the last fit (the first includes compilation)
+        self.epoch_seconds: list[float] = []
         self.epochs_done = 0
         self.opt_state = None  # optax state of the last fit (saved in checkpoints)
         self.fit_config: dict[str, Any] = {}
@@ -170,9 +173,12 @@ class BaseDetector:
         start = self.epochs_done
         stop = epochs if resume else start + epochs
         progress = _progress(range(start, stop), verbose, type(self).__name__)
+        self.epoch_seconds = []
         for epoch in progress:
+            started = time.perf_counter()
             state, result = train_epoch(state, x_dev, training.epoch_key(base_key, epoch))
             terms = np.asarray(result.terms)  # the one host sync of the epoch
+            self.epoch_seconds.append(time.perf_counter() - started)
             first_bad = int(result.first_bad_step)
             self.params, self.opt_state = state.params, state.opt_state
             if first_bad >= 0:
