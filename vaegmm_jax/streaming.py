@@ -20,7 +20,7 @@ class Chunk(NamedTuple):
     """One padded chunk.
 
     Attributes:
-      x: (C, *S) rows (padding rows repeat the last real row, so they stay finite).
+      x: (C, *S) rows (numpy, or a jax.Array when the source is one) (padding rows repeat the last real row, so they stay finite).
       weights: (C,) float32, 1 for real rows and 0 for padding.
       offset: global index of the chunk's first row.
       n_valid: number of real rows.
@@ -51,6 +51,9 @@ def iter_chunks(source, chunk_size: int, dtype=np.float32) -> Iterator[Chunk]:
       chunk_size: C.
       dtype: host dtype of the chunks.
     """
+    if isinstance(source, jax.Array):  # slice on the device: no round trip through the host
+        yield from _device_chunks(source, chunk_size)
+        return
     if hasattr(source, "shape") and hasattr(source, "__getitem__"):
         blocks: Iterable = (source[i : i + chunk_size] for i in range(0, source.shape[0], chunk_size))
     else:
@@ -78,6 +81,19 @@ def iter_chunks(source, chunk_size: int, dtype=np.float32) -> Iterator[Chunk]:
         yield Chunk(_pad(joined, chunk_size), weights, offset, pending_rows)
 
 
+def _device_chunks(source: jax.Array, chunk_size: int) -> Iterator[Chunk]:
+    n = source.shape[0]
+    for start in range(0, n, chunk_size):
+        block = source[start : start + chunk_size]
+        n_valid = block.shape[0]
+        if n_valid < chunk_size:
+            pad = jnp.broadcast_to(block[-1:], (chunk_size - n_valid,) + block.shape[1:])
+            block = jnp.concatenate([block, pad], axis=0)
+        weights = np.zeros((chunk_size,), np.float32)
+        weights[:n_valid] = 1.0
+        yield Chunk(block, weights, start, n_valid)
+
+
 def map_chunks(fn, source, chunk_size: int, dtype=np.float32, sharding=None, row_offset: int = 0) -> np.ndarray:
     """Applies ``fn(x_chunk (C, *S), offset ()) -> (C, ...)`` to every chunk; returns the rows, unpadded.
 
@@ -95,25 +111,11 @@ def map_chunks(fn, source, chunk_size: int, dtype=np.float32, sharding=None, row
       row_offset: global index of the source's first row (multi-host scoring).
     """
     pending = []
-    if isinstance(source, jax.Array):
-        n = source.shape[0]
-        for start in range(0, n, chunk_size):
-            block = source[start : start + chunk_size]
-            n_valid = block.shape[0]
-            if n_valid < chunk_size:
-                pad = jnp.broadcast_to(block[-1:], (chunk_size - n_valid,) + block.shape[1:])
-                block = jnp.concatenate([block, pad], axis=0)
-            if sharding is not None:
-                block = jax.device_put(block, sharding)
-            out = fn(block, np.int32(row_offset + start))
-            out.copy_to_host_async()
-            pending.append((out, n_valid))
-    else:
-        for chunk in iter_chunks(source, chunk_size, dtype):
-            x = jax.device_put(chunk.x) if sharding is None else jax.device_put(chunk.x, sharding)
-            out = fn(x, np.int32(row_offset + chunk.offset))
-            out.copy_to_host_async()
-            pending.append((out, chunk.n_valid))
+    for chunk in iter_chunks(source, chunk_size, dtype):
+        x = chunk.x if sharding is None else jax.device_put(chunk.x, sharding)
+        out = fn(x, np.int32(row_offset + chunk.offset))
+        out.copy_to_host_async()
+        pending.append((out, chunk.n_valid))
     if not pending:
         return np.zeros((0,), np.float32)
     return np.concatenate([np.asarray(out)[:n] for out, n in pending], axis=0)

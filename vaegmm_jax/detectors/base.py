@@ -199,8 +199,8 @@ class BaseDetector:
                 from vaegmm_jax.checkpoint import save_detector
 
                 save_detector(self, checkpoint_dir)
+        self._after_fit(x_dev, batch_size)  # the training set is already on the device
         del x_dev
-        self._after_fit(X, batch_size)
         self._score_jit = {}
         if checkpoint_dir is not None:
             from vaegmm_jax.checkpoint import save_detector

@@ -150,7 +150,7 @@ class _GMMDetector(BaseDetector):
     # -- mixture from the whole training set, in chunks ----------------------------------
     def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
         self.gmm_params = fit_mixture(
-            self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 4096), devices=self.devices
+            self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 65536), devices=self.devices
         )
         if not bool(_params_are_finite(self.gmm_params, self.eps)):
             raise FloatingPointError(
@@ -254,7 +254,7 @@ def fit_mixture(
     Args:
       model: the model.
       params: its parameters.
-      X: (N, *S) data (numpy, memmap or device array).
+      X: (N, *S) data (numpy, memmap, or a jax.Array, which is sliced on the device).
       key: PRNG key of the latent samples.
       chunk_size: rows per chunk.
       devices: devices to split each chunk's rows over (default all local devices);
@@ -271,13 +271,16 @@ def fit_mixture(
     def chunk_stats(params, x, weights, offset, shift, total):
         rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
         noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
-        stats = model.gmm_stats(params, x, noise, weights, shift)
-        return stats if total is None else gmm_lib.merge_stats(total, stats)
+        return gmm_lib.merge_stats(total, model.gmm_stats(params, x, noise, weights, shift))
 
     z_dim = model.latent_dim + model.recon_features(np.zeros((1, 1)), np.ones((1, 1))).shape[-1]
-    shift = jnp.zeros((model.n_gmm, z_dim), jnp.float32)  # pass 1 around 0, pass 2 around the means
+    k = model.n_gmm
+    shift = jnp.zeros((k, z_dim), jnp.float32)  # pass 1 around 0, pass 2 around the means
     for _ in range(2):
-        total = None
+        # start from zero statistics (not None) so both passes share one compiled program
+        total = gmm_lib.GMMStats(
+            jnp.zeros(()), jnp.zeros((k,)), jnp.zeros((k, z_dim)), jnp.zeros((k, z_dim, z_dim)), shift
+        )
         for chunk in iter_chunks(X, chunk_size):
             x, w = parallel.put(chunk.x, sharding), parallel.put(chunk.weights, sharding)
             total = chunk_stats(params, x, w, np.int32(chunk.offset), shift, total)
