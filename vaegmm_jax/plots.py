@@ -56,7 +56,7 @@ def _finish(fig: Figure, path) -> Figure:
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
-    cols = min(max_cols, max(1, n))
+    cols = 2 if n == 4 else min(max_cols, max(1, n))
     return int(math.ceil(n / cols)), cols
 
 
