@@ -162,3 +162,15 @@ def test_custom_networks_must_be_passed_again_on_load(tmp_path):
         vj.load_detector(tmp_path / "c")
     loaded = vj.load_detector(tmp_path / "c", encoder_net=Enc(nnx.Rngs(42)))  # other init, same structure
     np.testing.assert_array_equal(loaded.score(X_TEST), det.score(X_TEST))
+
+
+def test_relative_paths_and_sidecar_files_survive_a_resave(fitted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    vj.save_detector(fitted, "rel")
+    (tmp_path / "rel" / "model_card.json").write_text('{"note": "mine"}')
+    (tmp_path / "rel" / "plots").mkdir()
+    (tmp_path / "rel" / "plots" / "a.txt").write_text("x")
+    vj.save_detector(fitted, "rel")  # overwrite
+    assert json.loads((tmp_path / "rel" / "model_card.json").read_text()) == {"note": "mine"}
+    assert (tmp_path / "rel" / "plots" / "a.txt").read_text() == "x"
+    np.testing.assert_array_equal(vj.load_detector("rel").score(X_TEST), fitted.score(X_TEST))

@@ -122,6 +122,9 @@ def _read_arrays(directory: Path) -> dict[str, np.ndarray]:
 def save_detector(detector, path: str | os.PathLike) -> Path:
     """Saves a fitted detector to the folder ``path`` (replaced atomically if it exists).
 
+    Files that are not part of the checkpoint (a model card, preprocessing settings,
+    plots) are carried over from an existing folder.
+
     Stores params, mixture parameters, threshold, configuration (JSON, with a format
     version), fit settings, history and optimizer state.
     """
@@ -167,8 +170,20 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+_OWN_ENTRIES = {_META_FILE, _ARRAYS_DIR, "array_names.json"}
+
+
 def _swap_into_place(tmp: Path, path: Path) -> None:
     if path.exists():
+        # Keep what others stored beside the model (a model card, preprocessing, plots):
+        # re-saving a detector must not lose a user's files.
+        if path.is_dir():
+            for entry in path.iterdir():
+                if entry.name not in _OWN_ENTRIES and not (tmp / entry.name).exists():
+                    if entry.is_dir():
+                        shutil.copytree(entry, tmp / entry.name)
+                    else:
+                        shutil.copy2(entry, tmp / entry.name)
         old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(path, old)
         os.replace(tmp, path)
@@ -210,7 +225,7 @@ def load_detector(path: str | os.PathLike, **networks):
     """
     from vaegmm_jax import detectors as detectors_mod
 
-    path = Path(path)
+    path = Path(path).absolute()  # Orbax needs absolute paths
     meta = _read_meta(path)
     cls = _detector_class(meta["detector"])
     det = cls.from_config(meta["config"], **networks)
@@ -275,7 +290,7 @@ def _group(flat: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def _restore_into(det, path: str | os.PathLike, optimizer) -> None:
     """Loads a checkpoint into an existing detector (used by fit(resume=True))."""
-    path = Path(path)
+    path = Path(path).absolute()
     meta = _read_meta(path)
     if meta["detector"] != type(det).__name__:
         raise CheckpointError(f"{path} holds a {meta['detector']}, not a {type(det).__name__}")

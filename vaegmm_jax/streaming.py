@@ -9,6 +9,7 @@ results are copied back to the host only after all chunks are dispatched
 
 from __future__ import annotations
 
+import mmap
 from typing import Iterable, Iterator, NamedTuple
 
 import jax
@@ -54,8 +55,10 @@ def iter_chunks(source, chunk_size: int, dtype=np.float32) -> Iterator[Chunk]:
     if isinstance(source, jax.Array):  # slice on the device: no round trip through the host
         yield from _device_chunks(source, chunk_size)
         return
-    if hasattr(source, "shape") and hasattr(source, "__getitem__"):
-        blocks: Iterable = (source[i : i + chunk_size] for i in range(0, source.shape[0], chunk_size))
+    if isinstance(source, np.memmap):
+        blocks: Iterable = _memmap_blocks(source, chunk_size, dtype)
+    elif hasattr(source, "shape") and hasattr(source, "__getitem__"):
+        blocks = (source[i : i + chunk_size] for i in range(0, source.shape[0], chunk_size))
     else:
         blocks = source
     offset = 0
@@ -79,6 +82,38 @@ def iter_chunks(source, chunk_size: int, dtype=np.float32) -> Iterator[Chunk]:
         weights = np.zeros((chunk_size,), np.float32)
         weights[:pending_rows] = 1.0
         yield Chunk(_pad(joined, chunk_size), weights, offset, pending_rows)
+
+
+def _memmap_blocks(source: np.memmap, chunk_size: int, dtype) -> Iterator[np.ndarray]:
+    """Copies a memmap out block by block and drops each block's pages afterwards.
+
+    Pages of a mapped file that have been read stay resident and count towards the
+    process's memory; releasing them keeps host memory bounded by the chunk size
+    however large the file.
+    """
+    for start in range(0, source.shape[0], chunk_size):
+        view = source[start : start + chunk_size]
+        block = np.array(view, dtype=dtype, copy=True)
+        _release_pages(view)
+        yield block
+
+
+def _release_pages(view: np.memmap) -> None:
+    """Best effort madvise(MADV_DONTNEED) on the pages behind ``view`` (no-op where unsupported)."""
+    m = getattr(view, "_mmap", None)
+    if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        base = np.frombuffer(m, dtype=np.uint8).ctypes.data
+        start = view.ctypes.data - base
+        page = mmap.PAGESIZE
+        first = (start // page) * page
+        end = start + view.nbytes
+        length = ((end - first) // page) * page  # only whole pages inside the view's range
+        if length > 0:
+            m.madvise(mmap.MADV_DONTNEED, first, length)
+    except (ValueError, OSError, BufferError):
+        pass
 
 
 def _device_chunks(source: jax.Array, chunk_size: int) -> Iterator[Chunk]:
