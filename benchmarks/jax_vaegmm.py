@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     cfg = common.ARCH
     dev = jax.devices()[0]
     on_accel = dev.platform != "cpu"
-    chunk = args.score_chunk or (262_144 if on_accel else 16_384)
+    chunk = args.score_chunk or (262_144 if on_accel else 2048)
     x_np = common.make_data(args.rows, seed=args.seed)
     xs_np = common.make_data(args.score_rows, seed=args.seed + 1)
     result = {
