@@ -92,11 +92,17 @@ def _all_finite(x):
     return jnp.all(jnp.isfinite(x))
 
 
-def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 20) -> None:
+def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 16) -> None:
     """Raises ValueError naming the first row with NaN or inf (scans in blocks: memmap friendly)."""
+    from vaegmm_jax.streaming import _release_pages
+
     flat_rows = arr.reshape(arr.shape[0], -1)
+    is_memmap = isinstance(arr, np.memmap)
     for start in range(0, arr.shape[0], block):
-        part = np.asarray(flat_rows[start : start + block])
+        view = flat_rows[start : start + block]
+        part = np.array(view) if is_memmap else np.asarray(view)
+        if is_memmap:  # read pages of a mapped file stay resident unless released
+            _release_pages(arr[start : start + block])
         bad = ~np.isfinite(part)
         if bad.any():
             rows = np.nonzero(bad.any(axis=1))[0]
