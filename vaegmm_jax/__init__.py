@@ -13,7 +13,9 @@ from vaegmm_jax.checkpoint import CheckpointError, load_detector, save_detector
 from vaegmm_jax.core.features import alibi_eucl_cosim_features, dagmm_features
 from vaegmm_jax.core.gmm import GMMParams, GMMStats, energy, gmm_params
 from vaegmm_jax.detectors import NonFiniteLossError, OutlierAEGMM, OutlierVAEGMM
+from vaegmm_jax.detectors import OutlierVAE
 from vaegmm_jax.models import GMMAutoencoder, LossWeights
+from vaegmm_jax.models import VAEModel
 from vaegmm_jax.validation import NotFittedError
 
 __all__ = [
@@ -34,3 +36,4 @@ __all__ = [
     "NotFittedError",
     "NonFiniteLossError",
 ]
+__all__ += ["OutlierVAE", "VAEModel"]

@@ -1,0 +1,476 @@
+"""OutlierVAE: a variational autoencoder detector with a named score.
+
+``score_type``:
+  'mse' (alibi-detect OutlierVAE): feature score = mean over L latent samples of the
+      squared reconstruction error, (N, *S); instance score = mean of the top
+      ``outlier_perc`` % of a row's feature scores.
+  'recon_prob' (An & Cho 2015, Algorithm 4): -log RP with
+      log RP = logsumexp_l log p(x | z_l) - log L, z_l drawn independently.
+  'recon_prob_mean': -(1/L) sum_l log p(x | z_l) (the mean of log-likelihoods).
+Higher is more anomalous for all three.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vaegmm_jax.core import vae as vae_lib
+from vaegmm_jax.detectors.base import DEFAULT_SCORE_BATCH, BaseDetector
+from vaegmm_jax.detectors.gmm_detectors import _jsonable_cov
+from vaegmm_jax.models.vae_model import (
+    LIKELIHOODS,
+    VAE_LOSS_TERMS,
+    VAEModel,
+    decoder_layout,
+    top_percent_mean,
+    vae_loss,
+)
+from vaegmm_jax.nets import adapter, conv, dense
+from vaegmm_jax.validation import NotFittedError, check_array, check_positive_int, check_unit_interval
+
+SCORE_TYPES = ("mse", "recon_prob", "recon_prob_mean")
+OUTLIER_TYPES = ("instance", "feature")
+
+
+class OutlierVAE(BaseDetector):
+    """Variational autoencoder outlier detector (alibi-detect's OutlierVAE API, plus An & Cho's score).
+
+    Training minimises recon + beta * KL:
+      * score_type='mse', likelihood='gaussian': alibi-detect's elbo, -log N(x; x', S) with a
+        fixed S from ``fit(cov_elbo=...)`` (dict(sim=0.05), dict(cov_diag=None) or
+        dict(cov_full=None)), and alibi's KL convention (divided by d);
+      * score_type='recon_prob' / 'recon_prob_mean', likelihood='gaussian': the decoder gives
+        mean and log-variance (clipped to ``logvar_clip``), the usual ELBO (sum over
+        features of -log N(x_j; mu_j, sigma_j^2), KL summed over latent dims);
+      * likelihood='bernoulli' (pixels in [0, 1]): binary cross-entropy from logits summed
+        over features, usual KL.
+
+    Args:
+      threshold: score above which a row is an outlier (or infer_threshold later).
+      score_type: 'mse', 'recon_prob' or 'recon_prob_mean' (see the module docstring).
+      vae: a whole :class:`vaegmm_jax.models.VAEModel` instead of the nets.
+      encoder_net: Linen/NNX module or Network x (B, *S) -> h (B, H); mean/log-variance
+        heads of size ``latent_dim`` are added. Default: for images (N, H, W, C) with H, W
+        divisible by 4, the notebook's conv encoder (``vaegmm_jax.nets.conv``); otherwise
+        an MLP (the DAGMM shape scaled to the data, or ``hidden``).
+      decoder_net: z (B, latent_dim) -> (B, *S) or (B, F) (mean or logits); for a learned
+        variance it may instead return twice that (mean and log-variance concatenated on the
+        last axis) or a (mean, logvar) pair; if it returns only the mean, a linear
+        z -> log-variance head is added. Default: the mirror of the encoder.
+      latent_dim: d.
+      samples: L latent samples per row when scoring.
+      beta: KL weight.
+      likelihood: 'gaussian' or 'bernoulli'.
+      logvar_clip: (low, high) bounds of the decoder's log-variance.
+      data_type: 'tabular', 'image' or None (inferred at fit).
+      seed: seeds initialisation, shuffling, sampling and the scoring noise.
+      hidden: widths of the default MLP encoder (decoder mirrored).
+      activation: activation of the default MLPs.
+    """
+
+    loss_terms = VAE_LOSS_TERMS
+
+    def __init__(
+        self,
+        threshold: float | None = None,
+        score_type: str = "mse",
+        vae: VAEModel | None = None,
+        encoder_net=None,
+        decoder_net=None,
+        latent_dim: int = 2,
+        samples: int = 10,
+        beta: float = 1.0,
+        likelihood: str = "gaussian",
+        logvar_clip: tuple[float, float] = (-30.0, 20.0),
+        data_type: str | None = None,
+        seed: int = 0,
+        hidden: tuple[int, ...] | None = None,
+        activation: str = "tanh",
+    ):
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type)
+        if score_type not in SCORE_TYPES:
+            raise ValueError(f"unknown score_type {score_type!r}; choose one of {SCORE_TYPES}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+        if activation not in dense.ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(dense.ACTIVATIONS)}")
+        clip = tuple(float(v) for v in logvar_clip)
+        if len(clip) != 2 or not (math.isfinite(clip[0]) and math.isfinite(clip[1]) and clip[0] < clip[1]):
+            raise ValueError(f"logvar_clip must be (low, high) finite with low < high, got {logvar_clip!r}")
+        self.score_type = score_type
+        self.likelihood = likelihood
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        self.samples = check_positive_int(samples, "samples")
+        self.beta = float(beta)
+        self.logvar_clip = clip
+        self.arch = {"hidden": None if hidden is None else [int(h) for h in hidden], "activation": str(activation)}
+        self.custom_nets = {
+            "encoder_net": encoder_net is not None or vae is not None,
+            "decoder_net": decoder_net is not None or vae is not None,
+        }
+        self._user_nets = (encoder_net, decoder_net)
+        self.recon_cov: vae_lib.ReconCovariance | None = None
+        self._score_mode: tuple = ("instance", 100.0)
+        if vae is not None:
+            if not isinstance(vae, VAEModel):
+                raise TypeError(f"vae must be a vaegmm_jax.models.VAEModel, got {type(vae).__name__}")
+            if vae.likelihood != likelihood or vae.learn_variance != self.learn_variance:
+                raise ValueError(
+                    f"the given VAEModel has likelihood={vae.likelihood!r}, learn_variance={vae.learn_variance}; "
+                    f"this detector needs likelihood={likelihood!r}, learn_variance={self.learn_variance} "
+                    f"(score_type={score_type!r})"
+                )
+            self.model = vae
+            self.latent_dim = vae.latent_dim
+            self.logvar_clip = tuple(float(v) for v in vae.logvar_clip)
+
+    @property
+    def learn_variance(self) -> bool:
+        """The decoder gives the Gaussian's variance (An & Cho) instead of a fixed cov_elbo."""
+        return self.likelihood == "gaussian" and self.score_type != "mse"
+
+    # -- model ---------------------------------------------------------------------------
+    def _build(self, x_sample: np.ndarray) -> None:
+        if self.model is not None:
+            return
+        shape = tuple(int(s) for s in x_sample.shape[1:])
+        n_features = math.prod(shape)
+        if self.data_type is None:
+            self.data_type = "image" if len(shape) == 3 else "tabular"
+            self.meta["data_type"] = self.data_type
+        enc, dec = self._user_nets
+        use_conv = conv.conv_compatible(shape)
+        act = self.arch["activation"]
+        hidden = tuple(self.arch["hidden"] or dense.default_hidden_sizes(n_features))
+        out_factor = 2 if self.learn_variance else 1  # the default decoders give mean and log-variance
+        if enc is None:
+            enc = conv.conv_encoder() if use_conv else dense.default_encoder(n_features, hidden, act)
+        if dec is None:
+            if use_conv:
+                # Gaussian means are unbounded (linear); Bernoulli gives logits (BCE from logits).
+                output = "logits" if self.likelihood == "bernoulli" else "linear"
+                dec = conv.conv_decoder(shape, output=output, channels=out_factor * shape[-1])
+            else:
+                dec = dense.default_decoder(out_factor * n_features, hidden, act)
+        if self.likelihood == "bernoulli" and getattr(getattr(dec, "module", dec), "output", None) == "sigmoid":
+            # a sigmoid output read as logits would give a silently wrong likelihood
+            raise ValueError("the Bernoulli likelihood needs a decoder that outputs logits: "
+                             "use conv_decoder(..., output='logits')")
+        enc_net = adapter.as_network(enc, "encoder_net")
+        dec_net = adapter.as_network(dec, "decoder_net")
+        self.model = VAEModel(
+            encoder=enc_net,
+            decoder=dec_net,
+            latent_dim=self.latent_dim,
+            input_shape=shape,
+            likelihood=self.likelihood,
+            learn_variance=self.learn_variance,
+            decoder_layout=decoder_layout(dec_net, self.latent_dim, shape, self.learn_variance),
+            logvar_clip=self.logvar_clip,
+        )
+
+    def _validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
+        arr = check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows)
+        if self.likelihood == "bernoulli":
+            check_unit_interval(arr, name)
+        return arr
+
+    # -- training ------------------------------------------------------------------------
+    def fit(
+        self,
+        X,
+        optimizer: optax.GradientTransformation | None = None,
+        cov_elbo: dict | None = None,
+        epochs: int = 20,
+        batch_size: int = 64,
+        verbose: bool = True,
+        log_metric: tuple[str, Callable] | None = None,
+        checkpoint_dir=None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
+    ) -> dict[str, list[float]]:
+        """Trains on X (N, *S) (inliers).
+
+        Args:
+          X: training data, (N, F) or images (N, H, W, C) (in [0, 1] for the Bernoulli likelihood).
+          optimizer: an optax transformation (default adam, lr 1e-4).
+          cov_elbo: for score_type='mse' with the Gaussian likelihood only: dict(sim=0.05)
+            (default), dict(cov_diag=None) or dict(cov_full=None) (estimated from X).
+          epochs, batch_size: training length and minibatch size.
+          verbose: a per-epoch progress bar (shown only on a terminal).
+          log_metric: optional (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch,
+            x' decoded from the posterior mean.
+          checkpoint_dir, checkpoint_every, resume: as OutlierVAEGMM.fit.
+
+        Returns:
+          The history: {'recon', 'kl', 'total'(, metric)}: [value per epoch].
+
+        Raises:
+          ValueError: bad shapes, non-finite values, pixels outside [0, 1] for the
+            Bernoulli likelihood, or a cov_elbo the score type does not use.
+        """
+        X = self._validate_input(X, min_rows=2)
+        fixed_cov = self.likelihood == "gaussian" and not self.learn_variance
+        if cov_elbo is not None and not fixed_cov:
+            raise ValueError(
+                "cov_elbo sets the fixed Gaussian covariance of score_type='mse' with likelihood='gaussian'; "
+                f"this detector (score_type={self.score_type!r}, likelihood={self.likelihood!r}) "
+                "does not use one"
+            )
+        if self.model is not None and self.input_shape is None:
+            # a VAEModel given to the constructor: check the data against it
+            if tuple(X.shape[1:]) != tuple(self.model.input_shape):
+                raise ValueError(f"X has rows of shape {X.shape[1:]} but the VAEModel expects {self.model.input_shape}")
+            self.input_shape = tuple(X.shape[1:])
+        fit_kwargs: dict[str, Any] = {}
+        if fixed_cov:
+            fit_kwargs["cov_elbo"] = _jsonable_cov(dict(sim=0.05) if cov_elbo is None else cov_elbo)
+        return self._fit(
+            X,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=verbose,
+            log_metric=log_metric,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            fit_kwargs=fit_kwargs,
+        )
+
+    def _make_loss(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+        model, beta = self.model, self.beta
+        if "cov_elbo" in fit_kwargs:
+            cov_elbo = {k: (None if v is None else np.asarray(v)) for k, v in fit_kwargs["cov_elbo"].items()}
+            self.recon_cov = vae_lib.recon_covariance(cov_elbo, X.reshape(X.shape[0], -1))
+            fit_kwargs["cov_kind"] = self.recon_cov.kind
+            cov = self.recon_cov
+
+            def recon_nll(x, out):
+                return vae_lib.gaussian_nll(x.reshape(x.shape[0], -1), out.loc.reshape(x.shape[0], -1), cov)
+
+            kl_per_dim = True  # alibi-detect's OutlierVAE convention
+        else:
+            recon_nll, kl_per_dim = None, False
+
+        def loss_fn(params, x, row_weights, key):
+            return vae_loss(model, params, x, row_weights, key, beta=beta, recon_nll=recon_nll, kl_per_dim=kl_per_dim)
+
+        return loss_fn
+
+    def _make_metric_fn(self, metric: Callable):
+        model = self.model
+
+        def metric_fn(x, row_weights, params):
+            mean, _ = model.encode(params, x)
+            x_recon = model.reconstruction(model.decode(params, mean))
+            value = jnp.asarray(metric(x.reshape(x.shape[0], -1), x_recon.reshape(x.shape[0], -1)))
+            return vae_lib.weighted_mean(value, row_weights) if value.ndim == 1 else value
+
+        return metric_fn
+
+    # -- scoring -------------------------------------------------------------------------
+    def _n_score_samples(self) -> int:
+        return self.samples
+
+    def _check_perc(self, outlier_perc) -> float:
+        perc = float(outlier_perc)
+        if not 0.0 < perc <= 100.0:
+            raise ValueError(f"outlier_perc must be in (0, 100], got {outlier_perc}")
+        if perc != 100.0 and self.score_type != "mse":
+            raise ValueError(
+                f"outlier_perc applies to score_type='mse' (a mean of per-feature errors); "
+                f"score_type={self.score_type!r} scores whole rows"
+            )
+        return perc
+
+    def _score_chunk_fn(self, n_samples: int) -> Callable:
+        # What the chunk function returns is set by self._score_mode: ("instance", perc)
+        # gives (C,) instance scores, ("feature",) gives (C, *S) feature scores. Both go
+        # through BaseDetector.score (chunking, padding, sharding, dtype), which maps any
+        # per-row output shape.
+        model, score_type, mode = self.model, self.score_type, self._score_mode
+        reduction = "logsumexp" if score_type == "recon_prob" else "mean"
+
+        def score_chunk(params, extra, x, offset, key):
+            # per-row noise: a row's L samples do not depend on the chunking
+            rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
+            noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
+            if mode[0] == "feature":
+                if score_type == "mse":
+                    return model.mse_feature_score(params, x, noise)
+                return model.nll_feature_score(params, x, noise)
+            if score_type == "mse":
+                return top_percent_mean(model.mse_feature_score(params, x, noise), mode[1])
+            return -model.recon_log_prob(params, x, noise, reduction)
+
+        return score_chunk
+
+    def _jitted_score(self, *args, **kwargs) -> Callable:
+        # BaseDetector caches compiled score functions in the dict self._score_jit (reset
+        # after fit and load); keep one such cache per score mode and let the base fill it.
+        caches = self._score_jit
+        self._score_jit = caches.setdefault(("mode",) + self._score_mode, {})
+        try:
+            return super()._jitted_score(*args, **kwargs)
+        finally:
+            self._score_jit = caches
+
+    def _scores_in_mode(self, mode: tuple, X, batch_size: int, key, kwargs: dict) -> np.ndarray:
+        self._score_mode = mode
+        try:
+            return super().score(X, batch_size=batch_size, key=key, **kwargs)
+        finally:
+            self._score_mode = ("instance", 100.0)
+
+    def score(self, X, outlier_perc: float = 100.0, batch_size: int = DEFAULT_SCORE_BATCH,
+              key: jax.Array | None = None, **kwargs) -> np.ndarray:
+        """Instance outlier scores (higher = more anomalous); deterministic for a given key.
+
+        Args:
+          X: (N, *S) array, memmap, jax.Array, or an iterable of (n_i, *S) blocks.
+          outlier_perc: score_type='mse' only: average the top ``outlier_perc`` % of
+            each row's feature scores (alibi-detect).
+          batch_size: rows per device chunk.
+          key: optional PRNG key for the latent samples.
+          **kwargs: further options of :meth:`BaseDetector.score` (compute_dtype, row_offset).
+
+        Returns:
+          (N,) float32 scores.
+        """
+        mode = ("instance", self._check_perc(outlier_perc))
+        return self._scores_in_mode(mode, X, batch_size, key, kwargs)
+
+    def feature_score(self, X, batch_size: int = DEFAULT_SCORE_BATCH, key: jax.Array | None = None,
+                      **kwargs) -> np.ndarray:
+        """Per-feature scores, (N, *S) float32, from the same latent samples as :meth:`score`.
+
+        'mse': the squared error averaged over the L samples (alibi-detect); 'recon_prob' and
+        'recon_prob_mean': the per-feature -log p(x_j | z_l) averaged over the L samples.
+        Arguments as :meth:`score`.
+        """
+        return self._scores_in_mode(("feature",), X, batch_size, key, kwargs)
+
+    def _feature_score(self, X, batch_size: int):
+        return self.feature_score(X, batch_size)
+
+    def infer_threshold(self, X, outlier_type: str = "instance", outlier_perc: float = 100.0,
+                        threshold_perc: float = 95.0, batch_size: int = DEFAULT_SCORE_BATCH) -> float:
+        """Sets the threshold to the ``threshold_perc`` percentile of the scores of X (alibi-detect).
+
+        Args:
+          X: (N, *S) data, mostly inliers.
+          outlier_type: 'instance' (instance scores) or 'feature' (all feature scores).
+          outlier_perc: as :meth:`score` (instance type).
+          threshold_perc: percentile in [0, 100].
+          batch_size: rows per device chunk.
+        """
+        if outlier_type not in OUTLIER_TYPES:
+            raise ValueError(f"outlier_type must be one of {OUTLIER_TYPES}, got {outlier_type!r}")
+        if not 0.0 <= float(threshold_perc) <= 100.0:
+            raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
+        if outlier_type == "instance":
+            scores = self.score(X, outlier_perc=outlier_perc, batch_size=batch_size)
+        else:
+            scores = self.feature_score(X, batch_size=batch_size)
+        self.threshold = float(np.percentile(scores, threshold_perc))
+        self.fit_config.update(threshold_perc=float(threshold_perc), outlier_type=outlier_type,
+                               outlier_perc=float(outlier_perc))
+        return self.threshold
+
+    def predict(
+        self,
+        X,
+        outlier_type: str = "instance",
+        outlier_perc: float = 100.0,
+        batch_size: int = DEFAULT_SCORE_BATCH,
+        return_feature_score: bool = True,
+        return_instance_score: bool = True,
+        key: jax.Array | None = None,
+    ) -> dict:
+        """alibi-detect's OutlierVAE prediction dict.
+
+        Returns:
+          {'meta': {...}, 'data': {'instance_score': (N,) float32 or None, 'feature_score':
+          (N, *S) float32 or None, 'is_outlier': int (N,) for outlier_type='instance', or
+          (N, *S) (feature score > threshold) for 'feature'}}.
+        """
+        if outlier_type not in OUTLIER_TYPES:
+            raise ValueError(f"outlier_type must be one of {OUTLIER_TYPES}, got {outlier_type!r}")
+        self._check_fitted()
+        if self.threshold is None:
+            raise NotFittedError(
+                "OutlierVAE has no threshold: pass threshold= to the constructor or call infer_threshold(X) first"
+            )
+        if not (hasattr(X, "shape") or isinstance(X, (list, tuple))):
+            # an iterable of blocks is read twice below (feature and instance scores)
+            X = np.concatenate([self._validate_input(b, name="X block") for b in X], axis=0)
+        fscore = None
+        if return_feature_score or outlier_type == "feature":
+            fscore = self.feature_score(X, batch_size=batch_size, key=key)
+        iscore = None
+        if return_instance_score or outlier_type == "instance":
+            iscore = self.score(X, outlier_perc=outlier_perc, batch_size=batch_size, key=key)
+        flagged = fscore if outlier_type == "feature" else iscore
+        data = {
+            "instance_score": iscore if return_instance_score else None,
+            "feature_score": fscore if return_feature_score else None,
+            "is_outlier": (flagged > self.threshold).astype(int),
+        }
+        return {"meta": dict(self.meta), "data": data}
+
+    # -- persistence ---------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict, **networks) -> "OutlierVAE":
+        """Rebuilds an unfitted detector from :meth:`config_dict` output.
+
+        Custom networks (or a whole ``vae``) are not stored, only their parameters:
+        pass the same objects again as keyword arguments.
+        """
+        allowed = {"encoder_net", "decoder_net", "vae"}
+        unknown = set(networks) - allowed
+        if unknown:
+            raise TypeError(f"unexpected arguments {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if "vae" not in networks:
+            missing = [n for n, custom in config["custom_nets"].items() if custom and networks.get(n) is None]
+            if missing:
+                raise ValueError(
+                    f"this OutlierVAE was built with custom networks {missing}; their code is not stored in the "
+                    f"checkpoint (only parameters), so pass them again: load_detector(path, {missing[0]}=...)"
+                )
+        return cls(
+            score_type=config["score_type"], latent_dim=config["latent_dim"], samples=config["samples"],
+            beta=config["beta"], likelihood=config["likelihood"], logvar_clip=tuple(config["logvar_clip"]),
+            data_type=config["data_type"], seed=config["seed"], hidden=config["arch"]["hidden"],
+            activation=config["arch"]["activation"], **networks,
+        )
+
+    def config_dict(self) -> dict:
+        return {
+            "score_type": self.score_type,
+            "latent_dim": self.latent_dim,
+            "samples": self.samples,
+            "beta": self.beta,
+            "likelihood": self.likelihood,
+            "logvar_clip": list(self.logvar_clip),
+            "data_type": self.data_type,
+            "seed": self.seed,
+            "arch": self.arch,
+            "custom_nets": self.custom_nets,
+        }
+
+    def extra_arrays(self) -> dict[str, Any]:
+        return {} if self.recon_cov is None else {"recon_scale": self.recon_cov.scale}
+
+    def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
+        if "recon_scale" in arrays and self.fit_config.get("cov_kind"):
+            self.recon_cov = vae_lib.ReconCovariance(self.fit_config["cov_kind"], jnp.asarray(arrays["recon_scale"]))
+
+
+__all__ = ["OutlierVAE", "SCORE_TYPES"]
