@@ -1,0 +1,497 @@
+"""Train and score N independently seeded detectors as ONE vmapped program.
+
+Accuracy tables need means and standard deviations over many seeds (DAGMM's
+run-to-run spread is large). Training the seeds one after the other costs N
+compilations, N passes over the data and, on a GPU, N times the per-step launch
+latency of a tiny network. Here the N models are stacked on a leading axis and
+every stage is ``jax.vmap``-ed over it:
+
+* initialisation: the detector's jitted ``model.init`` per seed key, stacked;
+* training: :func:`vaegmm_jax.training.make_train_epoch` over (state, key), the data
+  shared (``in_axes=None``) or one training set per seed; several epochs run inside
+  one jitted ``lax.scan`` (``epochs_per_call``), so the host syncs once per call;
+* the mixture (GMM detectors): the two-pass additive statistics of
+  :func:`vaegmm_jax.detectors.gmm_detectors.fit_mixture`, as a scan over
+  fixed-size chunks of the device-resident data;
+* scoring: the detector's own per-chunk score function, scanned over chunks.
+
+Seed ``i`` of a multi-seed run is the same computation as a single detector built
+by ``factory(seeds[i])`` and fitted with the same arguments: the init key is
+``fold_in(PRNGKey(seed), 0)``, epoch ``e`` uses
+``training.epoch_key(fold_in(PRNGKey(seed), 1), e)``, the mixture's latent noise
+``fold_in(PRNGKey(seed), 2)`` and scoring ``fold_in(PRNGKey(seed), 3)`` (the
+:class:`~vaegmm_jax.detectors.base.BaseDetector` key streams). Results agree to
+float32 rounding (batched matmuls may differ in the last bits).
+
+Differences from ``detector.fit``: a seed whose loss or gradients become non-finite
+does not raise; it keeps the parameters of its last good step, stops training and
+is reported in :attr:`MultiSeedFit.failed_epoch`. ``epochs=0`` is allowed (an
+untrained, randomly initialised model with its mixture fitted on the data: the
+random-initialisation baseline). Checkpoints, ``resume`` and ``log_metric`` are not
+supported.
+
+Shapes: S seeds (``n_seeds``), N rows, row shape ``*R`` (F features or H x W x C).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaegmm_jax import training
+from vaegmm_jax.core import gmm as gmm_lib
+from vaegmm_jax.core import vae as vae_lib
+from vaegmm_jax.detectors.base import (
+    _STREAM_INIT,
+    _STREAM_SCORE,
+    _STREAM_STATS,
+    _STREAM_TRAIN,
+    FIXED_SCORE_BATCH,
+    BaseDetector,
+    default_optimizer,
+)
+from vaegmm_jax.streaming import effective_chunk_size
+from vaegmm_jax.validation import check_array, check_positive_int
+
+__all__ = ["MultiSeedFit", "fit_many", "score_many", "seed_key"]
+
+DetectorFactory = Callable[[int], BaseDetector]
+
+
+def seed_key(seed: int, stream: int) -> jax.Array:
+    """The key a single detector with ``seed`` uses for ``stream`` (0 init, 1 train, 2 stats, 3 score)."""
+    return jax.random.fold_in(jax.random.PRNGKey(int(seed)), stream)
+
+
+def _stream_keys(seeds: Sequence[int], stream: int) -> jax.Array:
+    """(S, 2) uint32 keys, one per seed, for ``stream``."""
+    return jnp.stack([seed_key(s, stream) for s in seeds])
+
+
+@dataclass
+class MultiSeedFit:
+    """The result of :func:`fit_many`: S fitted models stacked on a leading axis.
+
+    Attributes:
+      seeds: the S seeds.
+      template: an unfitted-but-built detector (``factory(seeds[0])``) holding the
+        model description shared by all seeds.
+      params: model parameters, every leaf (S, ...).
+      opt_state: optax state, every leaf (S, ...).
+      extra: the state scoring needs beyond params, every leaf (S, ...):
+        ``GMMParams`` (phi (S, K), mu (S, K, D), cov (S, K, D, D)) for GMM
+        detectors, ``None`` for others.
+      history: {term: (S, epochs) float array}; NaN after a seed failed.
+      failed_epoch: (S,) int, the 0-based epoch in which a seed first hit a
+        non-finite loss or gradient (its training stopped there), -1 if none.
+      mixture_ok: (S,) bool, the fitted mixture is finite and positive definite
+        (always True for detectors without a mixture).
+      epochs: epochs trained.
+      batch_size: the minibatch size used (``min(batch_size, N)``).
+      fit_kwargs: the detector's internal fit settings (loss weights, cov_elbo...).
+      fit_args: the arguments given to :func:`fit_many` (to rebuild single detectors).
+      per_seed_data: whether each seed had its own training set.
+      n_rows: N, training rows per seed.
+      wall_s: seconds spent in :func:`fit_many` (compilation included).
+      train_calls: number of jitted training calls made.
+      mixture_s: wall seconds of the mixture fit (compilation included; 0 without a mixture).
+      call_s: wall seconds of each training call (the first includes compilation).
+      epochs_per_call: epochs per training call.
+    """
+
+    seeds: tuple[int, ...]
+    template: BaseDetector
+    params: Any
+    opt_state: Any
+    extra: Any
+    history: dict[str, np.ndarray]
+    failed_epoch: np.ndarray
+    mixture_ok: np.ndarray
+    epochs: int
+    batch_size: int
+    fit_kwargs: dict
+    fit_args: dict
+    per_seed_data: bool
+    n_rows: int
+    wall_s: float
+    train_calls: int = 0
+    mixture_s: float = 0.0
+    call_s: list = field(default_factory=list)
+    epochs_per_call: int = 0
+    factory: DetectorFactory | None = field(default=None, repr=False)
+    _score_fns: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(S,) bool: trained without a non-finite step and with a valid mixture."""
+        return (self.failed_epoch < 0) & self.mixture_ok
+
+    def detector(self, i: int) -> BaseDetector:
+        """Seed ``i`` as an ordinary fitted detector (``score``, ``predict``, ``save`` work).
+
+        Built with the factory given to :func:`fit_many` (or a deep copy of the
+        template detector with its seed set), then filled with seed ``i``'s
+        parameters, optimizer state, mixture and history.
+        """
+        seed = self.seeds[i]
+        det = self.factory(seed) if self.factory is not None else _copy_with_seed(self.template, seed)
+        det.model = self.template.model
+        det.input_shape = self.template.input_shape
+        if det.data_type is None:
+            det.data_type = self.template.data_type
+            det.meta["data_type"] = det.data_type
+        pick = lambda a: a[i]  # noqa: E731
+        det.params = jax.tree.map(pick, self.params)
+        det.opt_state = jax.tree.map(pick, self.opt_state)
+        if self.extra is not None and hasattr(det, "gmm_params"):
+            det.gmm_params = jax.tree.map(pick, self.extra)
+        if hasattr(self.template, "recon_cov"):
+            det.recon_cov = self.template.recon_cov
+        det.fit_config = dict(self.fit_kwargs, epochs=self.epochs, batch_size=self.batch_size,
+                              optimizer=self.fit_args.get("_opt_desc", {"name": "custom"}))
+        det.history = {k: [float(v) for v in h[i] if np.isfinite(v)] for k, h in self.history.items()}
+        failed = int(self.failed_epoch[i])
+        det.epochs_done = self.epochs if failed < 0 else failed
+        return det
+
+
+def _copy_with_seed(template: BaseDetector, seed: int) -> BaseDetector:
+    det = copy.deepcopy(template)
+    det.seed = int(seed)
+    det.params = det.opt_state = None
+    return det
+
+
+def _capture_fit(det: BaseDetector, X, fit_args: dict) -> dict:
+    """Runs ``det.fit(X, **fit_args)`` up to the point where it calls ``_fit`` and returns
+    what it would pass to ``_fit`` (its argument defaults, validation and the detector's
+    internal ``fit_kwargs``), without training. Keeps multi-seed runs in step with the
+    detectors' own ``fit`` without duplicating their argument handling."""
+    captured: dict = {}
+
+    def fake_fit(X, **kwargs):
+        captured.update(kwargs, X=X)
+        return {}
+
+    det._fit = fake_fit  # an instance attribute shadows the method for this call only
+    try:
+        det.fit(X, verbose=False, **fit_args)
+    finally:
+        del det._fit
+    if not captured:
+        raise TypeError(f"{type(det).__name__}.fit did not go through BaseDetector._fit; it is not supported")
+    for name in ("checkpoint_dir", "log_metric", "checkpoint_every"):
+        if captured.get(name) is not None:
+            raise ValueError(f"fit_many does not support {name}")
+    if captured.get("resume"):
+        raise ValueError("fit_many does not support resume")
+    return captured
+
+
+def _leading(mask: jax.Array, leaf: jax.Array) -> jax.Array:
+    return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+
+
+def _make_train_runner(train_epoch: Callable, per_seed: bool, n_terms: int, epochs_per_call: int) -> Callable:
+    """jit(run(state, alive, failed, x, base_keys, start, stop)) scanning ``epochs_per_call`` epochs.
+
+    Epochs with index >= stop are skipped (``lax.cond`` on an unbatched predicate),
+    so every call has the same shapes and the program compiles once.
+    """
+    v_epoch = jax.vmap(train_epoch, in_axes=(0, 0 if per_seed else None, 0))
+    v_epoch_key = jax.vmap(training.epoch_key, in_axes=(0, None))
+
+    def run(state, alive, failed, x, base_keys, start, stop):
+        n_seeds = alive.shape[0]
+
+        def do_epoch(carry, epoch):
+            state, alive, failed = carry
+            new_state, result = v_epoch(state, x, v_epoch_key(base_keys, epoch))
+            state = jax.tree.map(lambda n, o: jnp.where(_leading(alive, n), n, o), new_state, state)
+            now_bad = alive & (result.first_bad_step >= 0)
+            failed = jnp.where(now_bad, epoch, failed)
+            # like a single detector's history: only fully good epochs are recorded
+            terms = jnp.where((alive & ~now_bad)[:, None], result.terms, jnp.nan)
+            return (state, alive & ~now_bad, failed), terms
+
+        def skip(carry, epoch):
+            return carry, jnp.full((n_seeds, n_terms), jnp.nan, jnp.float32)
+
+        def body(carry, j):
+            epoch = start + j
+            return jax.lax.cond(epoch < stop, do_epoch, skip, carry, epoch)
+
+        (state, alive, failed), terms = jax.lax.scan(
+            body, (state, alive, failed), jnp.arange(epochs_per_call, dtype=jnp.int32)
+        )
+        return state, alive, failed, terms  # terms (epochs_per_call, S, n_terms)
+
+    return jax.jit(run, donate_argnums=(0,))
+
+
+def _chunk_gather(x: jax.Array, offset: jax.Array, chunk: int):
+    """Rows [offset, offset + chunk) of x (N, *R), the rows past N replaced by the last row
+    (like streaming.iter_chunks' padding), and their (chunk,) weights."""
+    n = x.shape[0]
+    rows = offset + jnp.arange(chunk, dtype=jnp.int32)
+    xc = jnp.take(x, jnp.minimum(rows, n - 1), axis=0)
+    return xc, (rows < n).astype(jnp.float32)
+
+
+def _make_mixture_fn(model, chunk: int, n_rows: int, per_seed: bool) -> Callable:
+    """jit(fn(params (S, ...), x, keys (S, 2)) -> GMMParams with a leading S axis).
+
+    The same two passes as ``fit_mixture``: means around 0, then centred second moments.
+    """
+    n_chunks = -(-n_rows // chunk)
+    offsets = jnp.arange(n_chunks, dtype=jnp.int32) * chunk
+
+    def one_seed(params, x, key):
+        z_dim = model.latent_dim + model.recon_features(jnp.zeros((1, 1)), jnp.ones((1, 1))).shape[-1]
+
+        def one_pass(shift):
+            def body(total, offset):
+                xc, wc = _chunk_gather(x, offset, chunk)
+                rows = offset + jnp.arange(chunk, dtype=jnp.int32)
+                noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
+                return gmm_lib.merge_stats(total, model.gmm_stats(params, xc, noise, wc, shift)), None
+
+            k = model.n_gmm
+            zero = gmm_lib.GMMStats(
+                count=jnp.zeros((), jnp.float32), weight=jnp.zeros((k,), jnp.float32),
+                sum_z=jnp.zeros((k, z_dim), jnp.float32), sum_zz=jnp.zeros((k, z_dim, z_dim), jnp.float32),
+                shift=shift,
+            )
+            total, _ = jax.lax.scan(body, zero, offsets)
+            return gmm_lib.params_from_stats(total)
+
+        first = one_pass(jnp.zeros((model.n_gmm, z_dim), jnp.float32))
+        mix = one_pass(first.mu)
+        return mix, gmm_lib.params_are_finite(mix, model.eps)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0 if per_seed else None, 0)))
+
+
+def _check_data(X, per_seed_data: bool, n_seeds: int, row_shape=None, name: str = "X"):
+    """Validated float32 host or device data: (N, *R) shared or (S, N, *R) per seed."""
+    if per_seed_data:
+        if isinstance(X, (list, tuple)):
+            X = np.stack([np.asarray(x) for x in X])
+        if X.shape[0] != n_seeds:
+            raise ValueError(f"per_seed_data: {name} must have a leading axis of {n_seeds} seeds, got shape {X.shape}")
+        if isinstance(X, jax.Array):
+            if X.dtype != jnp.float32:
+                X = X.astype(jnp.float32)
+            return X
+        for i in range(n_seeds):
+            check_array(X[i], name=f"{name}[{i}]", row_shape=row_shape, min_rows=1)
+        return np.asarray(X, dtype=np.float32)
+    return check_array(X, name=name, row_shape=row_shape, min_rows=1)
+
+
+def fit_many(
+    factory: DetectorFactory | BaseDetector,
+    X,
+    seeds: Sequence[int],
+    *,
+    per_seed_data: bool = False,
+    epochs_per_call: int | None = 1000,
+    **fit_args: Any,
+) -> MultiSeedFit:
+    """Fits one detector per seed, all seeds in one vmapped program.
+
+    Args:
+      factory: ``factory(seed) -> unfitted detector`` (e.g.
+        ``lambda s: presets.make_detector("thyroid", seed=s)``), or an unfitted
+        detector used as a template (its own seed is ignored). Every seed must
+        describe the same architecture.
+      X: training rows, (N, *R) shared by all seeds, or (S, N, *R) with
+        ``per_seed_data=True`` (one training set per seed, all of N rows).
+      seeds: S integer seeds.
+      per_seed_data: X carries a leading seed axis.
+      epochs_per_call: epochs per jitted call (one host sync per call); ``None``
+        runs all epochs in one call.
+      **fit_args: what the detector's ``fit`` takes: ``epochs`` (0 allowed: no
+        training), ``batch_size``, ``optimizer``, loss weights, ``cov_elbo``...
+
+    Returns:
+      A :class:`MultiSeedFit`.
+
+    Raises:
+      ValueError: bad data, or per-seed data with a data-dependent reconstruction
+        covariance (``cov_elbo`` cov_diag / cov_full), which would need one loss per seed.
+    """
+    t0 = time.perf_counter()
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds is empty")
+    if isinstance(factory, BaseDetector):
+        template_det, factory_fn = factory, None
+        if template_det.params is not None:
+            raise ValueError("the template detector is already fitted; pass an unfitted one or a factory")
+        template = _copy_with_seed(template_det, seeds[0])
+    else:
+        factory_fn = factory
+        template = factory(seeds[0])
+    X = _check_data(X, per_seed_data, len(seeds))
+    X0 = X[0] if per_seed_data else X
+    X0_host = np.asarray(X0) if not isinstance(X0, np.ndarray) else X0
+    fit_args = dict(fit_args)
+    if "epochs" not in fit_args:
+        raise TypeError("fit_many needs epochs= (0 for an untrained model)")
+    epochs = int(fit_args["epochs"])
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    # the detector's own fit() resolves defaults and builds its internal settings; it rejects
+    # epochs=0, so ask with 1 and keep 0 ourselves.
+    captured = _capture_fit(template, X0_host, dict(fit_args, epochs=max(epochs, 1)))
+    X0_checked = captured["X"]
+    fit_kwargs = captured["fit_kwargs"]
+    if template.model is None:
+        template._build(X0_checked[: min(len(X0_checked), 8)])
+    template.input_shape = tuple(X0_checked.shape[1:])
+    optimizer = captured.get("optimizer")
+    opt_desc = {"name": "adam", "learning_rate": 1e-4} if optimizer is None else {"name": "custom"}
+    optimizer = optimizer if optimizer is not None else default_optimizer()
+    n_rows = int(X0_checked.shape[0])
+    batch_size = min(check_positive_int(captured["batch_size"], "batch_size"), n_rows)
+    loss_fn = template._make_loss(X0_checked, fit_kwargs)
+    recon_cov = getattr(template, "recon_cov", None)
+    if per_seed_data and recon_cov is not None and recon_cov.kind != "sim":
+        raise ValueError(
+            f"per-seed training sets with cov_elbo {recon_cov.kind!r} (estimated from the data) would need one "
+            "loss per seed; use cov_elbo=dict(sim=...) or shared data"
+        )
+    model = template.model
+
+    x_dev = jax.device_put(X if per_seed_data else X0_checked)
+    n_seeds = len(seeds)
+    # The single detector's jitted init, called once per seed (one compilation; a vmapped
+    # init compiles ~3x slower on a CPU and is no faster for a handful of tiny calls),
+    # then stacked on the host: bit-identical to what each single detector starts from.
+    init = jax.jit(model.init)
+    # host copies: indexing device arrays eagerly with a Python int compiles a program per index
+    init_keys = np.asarray(_stream_keys(seeds, _STREAM_INIT))
+    init_x = np.asarray(x_dev[:, :batch_size] if per_seed_data else x_dev[:batch_size])
+    per_seed_params = [init(init_keys[i], init_x[i] if per_seed_data else init_x) for i in range(n_seeds)]
+    params = jax.device_put(jax.tree.map(lambda *leaves: np.stack([np.asarray(a) for a in leaves]), *per_seed_params))
+    state = jax.jit(jax.vmap(lambda p: training.init_train_state(p, optimizer)))(params)
+
+    term_names = tuple(template.loss_terms)
+    history = np.full((epochs, n_seeds, len(term_names)), np.nan, np.float32)
+    failed = jnp.full((n_seeds,), -1, jnp.int32)
+    calls = per_call = 0
+    call_s: list[float] = []
+    if epochs > 0:
+        per_call = epochs if epochs_per_call is None else min(check_positive_int(epochs_per_call, "epochs_per_call"), epochs)
+        train_epoch = training.make_train_epoch(loss_fn, optimizer, term_names, batch_size)
+        runner = _make_train_runner(train_epoch, per_seed_data, len(term_names), per_call)
+        alive = jnp.ones((n_seeds,), bool)
+        base_keys = _stream_keys(seeds, _STREAM_TRAIN)
+        for start in range(0, epochs, per_call):
+            t_call = time.perf_counter()
+            state, alive, failed, terms = runner(
+                state, alive, failed, x_dev, base_keys, np.int32(start), np.int32(epochs)
+            )
+            calls += 1
+            n = min(per_call, epochs - start)
+            history[start : start + n] = np.asarray(terms)[:n]  # the one host sync of the call
+            call_s.append(time.perf_counter() - t_call)
+    params, opt_state = state.params, state.opt_state
+
+    extra = None
+    mixture_ok = np.ones(n_seeds, bool)
+    mixture_s = 0.0
+    if hasattr(template, "gmm_params"):
+        chunk = min(max(batch_size, 4096), -(-n_rows // 8) * 8)
+        mixture = _make_mixture_fn(model, chunk, n_rows, per_seed_data)
+        t_mix = time.perf_counter()
+        extra, finite = mixture(params, x_dev, _stream_keys(seeds, _STREAM_STATS))
+        mixture_ok = np.asarray(finite).astype(bool)
+        mixture_s = time.perf_counter() - t_mix
+    del x_dev
+    jax.block_until_ready((params, extra))
+    return MultiSeedFit(
+        seeds=seeds,
+        template=template,
+        params=params,
+        opt_state=opt_state,
+        extra=extra,
+        history={name: history[:, :, j].T.copy() for j, name in enumerate(term_names)},
+        failed_epoch=np.asarray(failed).astype(np.int64),
+        mixture_ok=mixture_ok,
+        epochs=epochs,
+        batch_size=batch_size,
+        fit_kwargs=fit_kwargs,
+        fit_args=dict(fit_args, _opt_desc=opt_desc),
+        per_seed_data=per_seed_data,
+        n_rows=n_rows,
+        wall_s=time.perf_counter() - t0,
+        train_calls=calls,
+        call_s=call_s,
+        epochs_per_call=per_call,
+        mixture_s=mixture_s,
+        factory=factory_fn,
+    )
+
+
+def score_many(
+    fit: MultiSeedFit,
+    X,
+    *,
+    per_seed_data: bool = False,
+    chunk_size: int = FIXED_SCORE_BATCH,
+) -> np.ndarray:
+    """Scores rows with every seed's model, in one vmapped program.
+
+    Row ``r`` of seed ``i`` gets the same latent noise as ``fit.detector(i).score(X)``
+    (noise from the seed's score key and the row index), so the scores agree with the
+    single detector's to float32 rounding.
+
+    Args:
+      fit: from :func:`fit_many`.
+      X: (N, *R) rows scored by every seed, or (S, N, *R) with ``per_seed_data=True``.
+      per_seed_data: X carries a leading seed axis.
+      chunk_size: rows per chunk (all seeds at once: device memory grows with S x chunk).
+
+    Returns:
+      (S, N) float32 scores, higher = more anomalous.
+    """
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    template = fit.template
+    X = _check_data(X, per_seed_data, fit.n_seeds, row_shape=template.input_shape)
+    n_rows = int(X.shape[1] if per_seed_data else X.shape[0])
+    chunk = effective_chunk_size(n_rows, chunk_size)
+    cache_key = (n_rows, chunk, per_seed_data)
+    fn = fit._score_fns.get(cache_key)
+    if fn is None:
+        fn = fit._score_fns[cache_key] = _make_score_fn(template, n_rows, chunk, per_seed_data)
+    out = fn(fit.params, fit.extra, jax.device_put(X), _stream_keys(fit.seeds, _STREAM_SCORE))
+    return np.asarray(out, dtype=np.float32)
+
+
+def _make_score_fn(template: BaseDetector, n_rows: int, chunk: int, per_seed: bool) -> Callable:
+    """jit(fn(params (S, ...), extra (S, ...), x, keys (S, 2)) -> (S, N) scores)."""
+    n_chunks = -(-n_rows // chunk)
+    score_chunk = template._score_chunk_fn(template._n_score_samples())
+
+    def one_seed(params, extra, x, key):
+        def body(_, offset):
+            xc, _w = _chunk_gather(x, offset, chunk)
+            return None, score_chunk(params, extra, xc, offset, key)
+
+        _, out = jax.lax.scan(body, None, jnp.arange(n_chunks, dtype=jnp.int32) * chunk)
+        return out.reshape((n_chunks * chunk,) + out.shape[2:])[:n_rows]
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0 if per_seed else None, 0)))
+
