@@ -40,8 +40,9 @@ def load(seed: int = 0):
         train = normal[rng.choice(len(normal), 50_000, replace=True)]
         mean, std = train.mean(0), train.std(0) + 1e-8  # standardise on the normal training rows
         normal, attack, train = (normal - mean) / std, (attack - mean) / std, (train - mean) / std
-        return (train.astype(np.float32), batch(normal, attack, 1000, 0.05, rng), batch(normal, attack, 1000, 0.10, rng),
-                "KDD Cup 99, alibi-detect protocol (18 features)")
+        threshold_batch = batch(normal, attack, 1000, 0.05, rng)
+        test_batch = batch(normal, attack, 1000, 0.10, rng)
+        return train.astype(np.float32), threshold_batch, test_batch, "KDD Cup 99, alibi-detect protocol (18 features)"
     a = rng.normal(size=(2, 18)) / np.sqrt(2)
 
     def inliers(n):

@@ -153,4 +153,6 @@ def conv_compatible(image_shape: Sequence[int], n_halvings: int = 2) -> bool:
     return len(shape) == 3 and shape[0] % scale == 0 and shape[1] % scale == 0
 
 
-__all__ = ["ConvEncoder", "ConvDecoder", "conv_encoder", "conv_decoder", "conv_compatible", "kernel_init", "CONV_OUTPUTS"]
+__all__ = [
+    "ConvEncoder", "ConvDecoder", "conv_encoder", "conv_decoder", "conv_compatible", "kernel_init", "CONV_OUTPUTS",
+]
