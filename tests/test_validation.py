@@ -97,3 +97,23 @@ def test_import_changes_no_global_state():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout == ""
+
+
+def test_whole_model_passed_in_still_validates_shape_and_saves(tmp_path):
+    from vaegmm_jax.models import GMMAutoencoder
+    from vaegmm_jax.nets import as_network, dense
+
+    model = GMMAutoencoder(
+        encoder=as_network(dense.default_encoder(12, (8, 4))),
+        decoder=as_network(dense.default_decoder(12, (8, 4))),
+        gmm_net=as_network(dense.default_gmm_density_net(2, dropout=0.0)),
+        latent_dim=2, n_gmm=2, recon_features=vj.dagmm_features,
+    )
+    d = vj.OutlierVAEGMM(vaegmm=model, seed=5)
+    d.fit(X_TRAIN, epochs=1, batch_size=128, verbose=False, optimizer=optax.adam(1e-3))
+    assert d.input_shape == (12,)
+    with pytest.raises(ValueError, match="rows of shape"):
+        d.score(np.zeros((3, 5)))
+    vj.save_detector(d, tmp_path / "m")
+    loaded = vj.load_detector(tmp_path / "m", vaegmm=model)
+    np.testing.assert_array_equal(loaded.score(X_TEST), d.score(X_TEST))

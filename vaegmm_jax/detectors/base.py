@@ -134,6 +134,7 @@ class BaseDetector:
                 raise ValueError("checkpoint_every needs checkpoint_dir")
         if self.model is None:
             self._build(X[: min(len(X), 8)])
+        if self.input_shape is None:  # also when a whole model was passed in
             self.input_shape = tuple(X.shape[1:])
         opt_desc = {"name": "adam", "learning_rate": 1e-4} if optimizer is None else {"name": "custom"}
         optimizer = optimizer if optimizer is not None else default_optimizer()
