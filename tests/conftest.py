@@ -11,7 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "vaegmm_jax_tests_xla"))
+# VAEGMM_TEST_XLA_CACHE=<empty dir> measures a cold run.
+_cache = os.environ.get("VAEGMM_TEST_XLA_CACHE") or str(Path.home() / ".cache" / "vaegmm_jax_tests_xla")
+jax.config.update("jax_compilation_cache_dir", _cache)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
