@@ -223,15 +223,12 @@ def load_detector(path: str | os.PathLike, **networks):
     Returns:
       The detector, with scores bit-identical to the saved one's on the same device.
     """
-    from vaegmm_jax import detectors as detectors_mod
-
     path = Path(path).absolute()  # Orbax needs absolute paths
     meta = _read_meta(path)
     cls = _detector_class(meta["detector"])
     det = cls.from_config(meta["config"], **networks)
     _apply_meta(det, meta)
     _restore_arrays(det, path, meta)
-    del detectors_mod
     return det
 
 

@@ -108,7 +108,6 @@ def make_train_epoch(
     def train_epoch(state: TrainState, x: jax.Array, key: jax.Array):
         k_perm, k_steps = jax.random.split(key)
         idx, w = epoch_batches(k_perm, x.shape[0], batch_size, shuffle)
-        n_terms = len(term_names)
 
         def step(carry, inputs):
             state, first_bad = carry
@@ -144,7 +143,6 @@ def make_train_epoch(
         safe_terms = jnp.where(n_valid[:, None] > 0, term_vecs, 0.0)
         means = jnp.sum(safe_terms * n_valid[:, None], axis=0) / jnp.maximum(jnp.sum(n_valid), 1.0)
         bad_terms = jnp.sum(jnp.where(bad_flags[:, None], term_vecs, 0.0), axis=0)
-        del n_terms
         return state, EpochResult(terms=means, first_bad_step=first_bad, bad_terms=bad_terms)
 
     return train_epoch

@@ -7,7 +7,6 @@ its per-chunk score, and any state fixed after training such as the mixture).
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -366,9 +365,4 @@ def _progress(iterable: Iterable, verbose: bool, desc: str):
     return tqdm(iterable, desc=desc, unit="epoch", disable=None, file=sys.stderr)
 
 
-def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 __all__ = ["BaseDetector", "NonFiniteLossError", "NotFittedError", "default_optimizer"]
-_ = math
