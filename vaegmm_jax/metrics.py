@@ -158,6 +158,15 @@ def precision_recall_f1_at_ratio(scores, labels, ratio: float) -> PRF:
     return precision_recall_f1(labels, (scores > threshold).astype(np.int64))
 
 
+def _ranking_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (labels (N,), scores (N,)) for a ranking metric: binary labels with both classes, finite scores."""
+    labels = _check_binary(labels, "labels")
+    scores = _check_scores(scores)
+    _check_same_length(labels, scores, "labels", "scores")
+    _check_both_classes(labels)
+    return labels, scores
+
+
 def auroc(labels, scores) -> float:
     """Area under the ROC curve (``sklearn.metrics.roc_auc_score``).
 
@@ -165,10 +174,7 @@ def auroc(labels, scores) -> float:
         labels: (N,) binary, 1 = anomaly; both classes must be present.
         scores: (N,) finite scores, higher = more anomalous.
     """
-    labels = _check_binary(labels, "labels")
-    scores = _check_scores(scores)
-    _check_same_length(labels, scores, "labels", "scores")
-    _check_both_classes(labels)
+    labels, scores = _ranking_inputs(labels, scores)
     return float(roc_auc_score(labels, scores))
 
 
@@ -180,10 +186,7 @@ def average_precision(labels, scores) -> float:
         labels: (N,) binary, 1 = anomaly; both classes must be present.
         scores: (N,) finite scores, higher = more anomalous.
     """
-    labels = _check_binary(labels, "labels")
-    scores = _check_scores(scores)
-    _check_same_length(labels, scores, "labels", "scores")
-    _check_both_classes(labels)
+    labels, scores = _ranking_inputs(labels, scores)
     return float(average_precision_score(labels, scores))
 
 
