@@ -208,10 +208,7 @@ def f1_optimal_threshold(labels, scores) -> tuple[float, float]:
     Returns:
         ``(threshold, f1)`` as Python floats.
     """
-    labels = _check_binary(labels, "labels")
-    scores = _check_scores(scores)
-    _check_same_length(labels, scores, "labels", "scores")
-    _check_both_classes(labels)
+    labels, scores = _ranking_inputs(labels, scores)
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     # The last (precision=1, recall=0) point has no threshold: drop it.
     p, r = precision[:-1], recall[:-1]
