@@ -164,3 +164,31 @@ def test_params_are_finite_flags_nan():
     assert bool(gmm.params_are_finite(good))
     bad = good._replace(cov=good.cov.at[0, 0, 0].set(-5.0))  # not positive definite
     assert not bool(gmm.params_are_finite(bad))
+
+
+@pytest.mark.parametrize("d", [1, 3, 8])
+def test_unrolled_small_d_path_equals_linalg_path(d, monkeypatch):
+    """The elementwise Cholesky / inverse / contractions used up to SMALL_D give the same
+    energies, statistics and gradients as jnp.linalg + HIGHEST einsum (the path for large D)."""
+    z, gamma = _random_problem(n=300, d=d, k=3, seed=d)
+    z, gamma = jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32)
+
+    def run():
+        params = gmm.gmm_params(z, gamma)
+        e = gmm.energy(z, params)
+        grad = jax.grad(lambda zz: jnp.sum(gmm.energy(zz, gmm.gmm_params(zz, gamma))))(z)
+        return params, e, grad, gmm.cholesky_factor(params.cov), gmm.energy_cache(params).chol_inv
+
+    small = run()
+    monkeypatch.setattr(gmm, "SMALL_D", 0)
+    general = run()
+    for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(general)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+    # and the unrolled factor really is a Cholesky factor, NaN when not positive definite
+    chol = small[3]
+    np.testing.assert_allclose(np.asarray(chol @ jnp.swapaxes(chol, -1, -2)), np.asarray(small[0].cov) + 1e-6 * np.eye(d),
+                               rtol=1e-5, atol=1e-5)
+    assert np.allclose(np.triu(np.asarray(chol), 1), 0.0)
+    if d > 1:
+        indefinite = jnp.asarray(np.diag(np.r_[1.0, -1.0, np.ones(d - 2)]), jnp.float32)[None]
+        assert np.isnan(np.asarray(gmm.small_cholesky(indefinite))).any()
