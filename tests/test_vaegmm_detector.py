@@ -144,8 +144,14 @@ def test_infer_threshold_and_predict_match_alibi_format(linen_det):
 
 def test_mixture_is_fitted_on_whole_training_set(linen_det):
     det, _ = linen_det
+    # fit() used the on-device program (scans over chunks); here the host-streamed path
     refit = vj.detectors.fit_mixture(det.model, det.params, X_TRAIN, det._key(2), chunk_size=256)
     for a, b in zip(det.gmm_params, refit):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # and the device path with a chunk that leaves a ragged, padded last chunk
+    assert len(X_TRAIN) % 104 != 0
+    on_device = vj.detectors.fit_mixture(det.model, det.params, jnp.asarray(X_TRAIN), det._key(2), chunk_size=104)
+    for a, b in zip(on_device, refit):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert abs(float(det.gmm_params.phi.sum()) - 1) < 1e-5
 

@@ -45,8 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaegmm_jax import training
-from vaegmm_jax.core import gmm as gmm_lib
-from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.detectors.base import (
     _STREAM_INIT,
     _STREAM_SCORE,
@@ -249,35 +247,14 @@ def _chunk_gather(x: jax.Array, offset: jax.Array, chunk: int):
 
 
 def _make_mixture_fn(model, chunk: int, n_rows: int, per_seed: bool) -> Callable:
-    """jit(fn(params (S, ...), x, keys (S, 2)) -> GMMParams with a leading S axis).
+    """jit(fn(params (S, ...), x, keys (S, 2)) -> (GMMParams with a leading S axis, (S,) finite)).
 
-    The same two passes as ``fit_mixture``: means around 0, then centred second moments.
+    The detector's own device-array mixture fit (the two passes of ``fit_mixture``), vmapped.
     """
-    n_chunks = -(-n_rows // chunk)
-    offsets = jnp.arange(n_chunks, dtype=jnp.int32) * chunk
+    from vaegmm_jax.detectors.gmm_detectors import mixture_from_device_array
 
     def one_seed(params, x, key):
-        z_dim = model.latent_dim + model.recon_features(jnp.zeros((1, 1)), jnp.ones((1, 1))).shape[-1]
-
-        def one_pass(shift):
-            def body(total, offset):
-                xc, wc = _chunk_gather(x, offset, chunk)
-                rows = offset + jnp.arange(chunk, dtype=jnp.int32)
-                noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
-                return gmm_lib.merge_stats(total, model.gmm_stats(params, xc, noise, wc, shift)), None
-
-            k = model.n_gmm
-            zero = gmm_lib.GMMStats(
-                count=jnp.zeros((), jnp.float32), weight=jnp.zeros((k,), jnp.float32),
-                sum_z=jnp.zeros((k, z_dim), jnp.float32), sum_zz=jnp.zeros((k, z_dim, z_dim), jnp.float32),
-                shift=shift,
-            )
-            total, _ = jax.lax.scan(body, zero, offsets)
-            return gmm_lib.params_from_stats(total)
-
-        first = one_pass(jnp.zeros((model.n_gmm, z_dim), jnp.float32))
-        mix = one_pass(first.mu)
-        return mix, gmm_lib.params_are_finite(mix, model.eps)
+        return mixture_from_device_array(model, params, x, key, chunk)
 
     return jax.jit(jax.vmap(one_seed, in_axes=(0, 0 if per_seed else None, 0)))
 

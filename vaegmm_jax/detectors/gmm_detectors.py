@@ -149,10 +149,10 @@ class _GMMDetector(BaseDetector):
 
     # -- mixture from the whole training set, in chunks ----------------------------------
     def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
-        self.gmm_params = fit_mixture(
+        self.gmm_params, finite = _fit_mixture(
             self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 65536), devices=self.devices
         )
-        if not bool(_params_are_finite(self.gmm_params, self.eps)):
+        if not bool(finite):
             raise FloatingPointError(
                 "the mixture fitted on the training data is not finite or a covariance is not positive definite "
                 f"even with jitter eps={self.eps}; increase eps or check the training data"
@@ -250,6 +250,8 @@ def fit_mixture(
     Two passes of additive statistics: the means first, then second moments centred
     on them, which equals the one-pass estimate without float32 cancellation.
     Each row uses one latent sample whose noise depends only on (key, row index).
+    A ``jax.Array`` (the training set after ``fit``) is processed by one compiled
+    program (:func:`mixture_from_device_array`); host data is streamed chunk by chunk.
 
     Args:
       model: the model.
@@ -263,9 +265,17 @@ def fit_mixture(
     Returns:
       GMMParams(phi (K,), mu (K, D), cov (K, D, D)).
     """
+    return _fit_mixture(model, params, X, key, chunk_size, devices)[0]
+
+
+def _fit_mixture(model, params, X, key, chunk_size, devices):
+    """fit_mixture plus its () bool finiteness check (in the same program for device data)."""
     mesh = parallel.local_mesh(devices)
     sharding = parallel.row_sharding(mesh)
     chunk_size = parallel.round_up(min(chunk_size, -(-X.shape[0] // 8) * 8), parallel.mesh_size(mesh))
+    if isinstance(X, jax.Array):
+        fn = jax.jit(lambda p, x, k: mixture_from_device_array(model, p, x, k, chunk_size, sharding))
+        return fn(params, X, key)
 
     @jax.jit
     def chunk_stats(params, x, weights, offset, shift, total):
@@ -273,20 +283,71 @@ def fit_mixture(
         noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
         return gmm_lib.merge_stats(total, model.gmm_stats(params, x, noise, weights, shift))
 
-    z_dim = model.latent_dim + model.recon_features(np.zeros((1, 1)), np.ones((1, 1))).shape[-1]
-    k = model.n_gmm
-    shift = jnp.zeros((k, z_dim), jnp.float32)  # pass 1 around 0, pass 2 around the means
+    shift = jnp.zeros((model.n_gmm, _mixture_dim(model)), jnp.float32)  # pass 1 around 0, pass 2 around the means
     for _ in range(2):
         # start from zero statistics (not None) so both passes share one compiled program
-        total = gmm_lib.GMMStats(
-            jnp.zeros(()), jnp.zeros((k,)), jnp.zeros((k, z_dim)), jnp.zeros((k, z_dim, z_dim)), shift
-        )
+        total = _zero_stats(shift)
         for chunk in iter_chunks(X, chunk_size):
             x, w = parallel.put(chunk.x, sharding), parallel.put(chunk.weights, sharding)
             total = chunk_stats(params, x, w, np.int32(chunk.offset), shift, total)
         first = _params_from_stats(total)
         shift = first.mu
-    return first
+    return first, _params_are_finite(first, model.eps)
+
+
+def mixture_from_device_array(model: GMMAutoencoder, params, x: jax.Array, key: jax.Array, chunk_size: int,
+                              sharding=None) -> tuple[gmm_lib.GMMParams, jax.Array]:
+    """The two statistics passes of :func:`fit_mixture` over an on-device array, as scans (pure; jit it).
+
+    Chunk c holds rows [c C, c C + C); rows past N are the last row again with weight 0
+    (as in streaming), so the result equals the streamed one up to summation order.
+    The pass itself is a scan too: the model appears once in the compiled program.
+
+    Args:
+      model: the model.
+      params: its parameters.
+      x: (N, *S) data.
+      key: PRNG key of the latent samples (row i uses fold_in(key, i)).
+      chunk_size: C rows per step (static).
+      sharding: optional row sharding of each chunk over devices.
+
+    Returns:
+      (GMMParams(phi (K,), mu (K, D), cov (K, D, D)), () bool: finite and factorable).
+    """
+    n = x.shape[0]
+    offsets = jnp.arange(-(-n // chunk_size), dtype=jnp.int32) * chunk_size
+
+    def chunk_body(total, offset):
+        rows = offset + jnp.arange(chunk_size, dtype=jnp.int32)
+        xc = jnp.take(x, jnp.minimum(rows, n - 1), axis=0)
+        wc = (rows < n).astype(jnp.float32)
+        if sharding is not None:
+            xc = jax.lax.with_sharding_constraint(xc, sharding)
+            wc = jax.lax.with_sharding_constraint(wc, sharding)
+        noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
+        return gmm_lib.merge_stats(total, model.gmm_stats(params, xc, noise, wc, total.shift)), None
+
+    def one_pass(shift, _):
+        total, _ = jax.lax.scan(chunk_body, _zero_stats(shift), offsets)
+        mixture = gmm_lib.params_from_stats(total)
+        return mixture.mu, mixture
+
+    zero_shift = jnp.zeros((model.n_gmm, _mixture_dim(model)), jnp.float32)
+    _, passes = jax.lax.scan(one_pass, zero_shift, None, length=2)  # pass 1 around 0, pass 2 around the means
+    mixture = jax.tree.map(lambda a: a[1], passes)
+    return mixture, gmm_lib.params_are_finite(mixture, model.eps)
+
+
+def _mixture_dim(model: GMMAutoencoder) -> int:
+    return model.latent_dim + model.recon_features(np.zeros((1, 1)), np.ones((1, 1))).shape[-1]
+
+
+def _zero_stats(shift: jax.Array) -> gmm_lib.GMMStats:
+    k, d = shift.shape
+    return gmm_lib.GMMStats(
+        count=jnp.zeros((), jnp.float32), weight=jnp.zeros((k,), jnp.float32),
+        sum_z=jnp.zeros((k, d), jnp.float32), sum_zz=jnp.zeros((k, d, d), jnp.float32), shift=shift,
+    )
 
 
 _params_from_stats = jax.jit(gmm_lib.params_from_stats)
