@@ -45,6 +45,7 @@ def main(argv=None) -> int:
         "rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size,
         "fit_s_including_compile": fit_s,
         "first_epoch_s": det.epoch_seconds[0],
+        "fit_phases_s": det.fit_seconds,
         "steady_epoch_s_median": float(np.median(det.epoch_seconds[1:])),
         "train_rows_per_s_steady": args.rows / float(np.median(det.epoch_seconds[1:])),
         "process_wall_s": time.perf_counter() - t_start,

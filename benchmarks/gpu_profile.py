@@ -7,6 +7,8 @@ Variants (each timed best-of-3 on device-resident data, same process, same model
   * ``default``: the library as it is;
   * ``linalg``: the mixture maths through jnp.linalg / HIGHEST einsum (``gmm.SMALL_D = 0``,
     the path the library used before the unrolled small-D kernels);
+  * ``feat_barrier``: the reconstruction features behind an optimization barrier (their own
+    reduction kernel instead of being fused into the concatenate that builds z);
   * ``batch_rng``: latent noise drawn per chunk instead of per row (NOT chunk-invariant: only
     to measure what per-row threefry costs).
 The trace summary (``kernels_*.txt``) lists the GPU kernels by total time; it needs the
@@ -73,6 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--score-rows", type=int, default=8_000_000)
     p.add_argument("--chunks", default="262144,1048576,2097152")
     p.add_argument("--dagmm-epochs", type=int, default=12)
+    p.add_argument("--variants", default="default,feat_barrier,linalg,batch_rng")
+    p.add_argument("--trace-dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--skip-train", action="store_true")
     p.add_argument("--out", default="out/gpu_profile")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -103,13 +108,33 @@ def main(argv=None) -> int:
     def batch_noise(key, rows, n_samples, dim, dtype=jnp.float32):
         return jax.random.normal(jax.random.fold_in(key, rows[0]), (n_samples, rows.shape[0], dim), dtype)
 
+    from vaegmm_jax.models import gmm_autoencoder as gmm_ae
+
+    true_mixture_input = gmm_ae.GMMAutoencoder.mixture_input
+
+    def barrier_mixture_input(self, params, x, z_lat, train=False, key=None):
+        # the reconstruction features as their own fusion (not fused into the concatenate)
+        x_recon = self.decode(params, z_lat, train, None)
+        feats = jax.lax.optimization_barrier(self.recon_features(gmm_ae._flat(x), gmm_ae._flat(x_recon).astype(x.dtype)))
+        z = jnp.concatenate([z_lat, feats.astype(z_lat.dtype)], axis=-1)
+        logits = self.gmm_net.apply(params["gmm"], z, train, None)
+        return z, jax.nn.softmax(logits.astype(jnp.float32), axis=-1), x_recon
+
     variants = {
         "default": lambda: None,
+        "feat_barrier": lambda: setattr(gmm_ae.GMMAutoencoder, "mixture_input", barrier_mixture_input),
         "linalg": lambda: setattr(gmm_lib, "SMALL_D", 0),
         "batch_rng": lambda: setattr(vae_lib, "row_normal_noise", batch_noise),
     }
+    selected = [v for v in args.variants.split(",") if v]
+    # the optimised HLO of the default scoring program, to read the fusions
+    x0 = xs[: int(args.chunks.split(",")[0])]
+    lowered = det._jitted_score(args.trace_dtype).lower(det.params, det._score_extra(), x0, np.int32(0), det._key(3))
+    with open(os.path.join(args.out, "score_hlo.txt"), "w") as f:
+        f.write(lowered.compile().as_text())
     scoring = {}
-    for name, apply in variants.items():
+    for name in selected:
+        apply = variants[name]
         small_d = gmm_lib.SMALL_D
         apply()
         try:
@@ -129,21 +154,25 @@ def main(argv=None) -> int:
         finally:
             gmm_lib.SMALL_D = small_d
             vae_lib.row_normal_noise = true_row_noise
+            gmm_ae.GMMAutoencoder.mixture_input = true_mixture_input
     result["scoring"] = scoring
     det._score_jit = {}
 
-    # kernel breakdown of two default fp32 scoring calls of 2 chunks each
+    # kernel breakdown of two default scoring calls of 2 chunks each
     chunk = 1_048_576
-    det.score(xs[: 2 * chunk], batch_size=chunk)
+    det.score(xs[: 2 * chunk], batch_size=chunk, compute_dtype=args.trace_dtype)
     trace_dir = os.path.join(args.out, "trace_score")
     try:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             for _ in range(2):
-                det.score(xs[: 2 * chunk], batch_size=chunk)
+                det.score(xs[: 2 * chunk], batch_size=chunk, compute_dtype=args.trace_dtype)
         _summarise_trace(trace_dir, os.path.join(args.out, "kernels_score.txt"), n_calls=4)
     except Exception as exc:  # the profiler is a diagnostic, never a reason to lose the timings
         result["trace_score_error"] = repr(exc)
 
+    if args.skip_train:
+        common.write_result(os.path.join(args.out, "profile.json"), result)
+        return 0
     # DAGMM KDD preset: steady epoch, default vs linalg mixture maths, and a trace of 2 epochs
     training = {}
     for name in ("default", "linalg"):

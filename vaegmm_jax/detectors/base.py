@@ -68,6 +68,7 @@ class BaseDetector:
         self.history: dict[str, list[float]] = {}
         #: wall-clock seconds of each epoch of the last fit (the first includes compilation)
         self.epoch_seconds: list[float] = []
+        self.fit_seconds: dict[str, float] = {}  # setup (incl. compiling init), epochs, after_fit (mixture)
         self.epochs_done = 0
         self.opt_state = None  # optax state of the last fit (saved in checkpoints)
         self.fit_config: dict[str, Any] = {}
@@ -124,6 +125,7 @@ class BaseDetector:
         resume: bool,
         fit_kwargs: dict,
     ) -> dict[str, list[float]]:
+        fit_started = time.perf_counter()
         X = check_array(X, name="X", row_shape=self.input_shape, min_rows=2)
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -148,12 +150,19 @@ class BaseDetector:
                 _restore_into(self, checkpoint_dir, optimizer=optimizer)
         loss_fn = self._make_loss(X, fit_kwargs)
         if self.params is None:
-            # one compiled program instead of dozens of eagerly dispatched initialiser ops
-            self.params = jax.jit(self.model.init)(self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
+            # one compiled program (parameters and optimizer state) instead of dozens of
+            # eagerly dispatched initialiser ops, each compiled separately on a GPU
+            model = self.model
+
+            def init_state(key, x):
+                return training.init_train_state(model.init(key, x), optimizer)
+
+            state = jax.jit(init_state)(self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
+            self.params = state.params
             self.history = {}
             self.epochs_done = 0
-        if self.opt_state is None or not resume:
-            state = training.init_train_state(self.params, optimizer)
+        elif self.opt_state is None or not resume:
+            state = jax.jit(training.init_train_state, static_argnums=1)(self.params, optimizer)
         else:
             state = training.TrainState(self.params, self.opt_state, jnp.asarray(0, jnp.int32))
         self.fit_config = dict(fit_kwargs, epochs=epochs, batch_size=batch_size, optimizer=opt_desc)
@@ -184,6 +193,7 @@ class BaseDetector:
         stop = epochs if resume else start + epochs
         progress = _progress(range(start, stop), verbose, type(self).__name__)
         self.epoch_seconds = []
+        self.fit_seconds = {"setup": time.perf_counter() - fit_started}
         for epoch in progress:
             started = time.perf_counter()
             state, result = train_epoch(state, x_dev, training.epoch_key(base_key, epoch))
@@ -209,7 +219,9 @@ class BaseDetector:
                 from vaegmm_jax.checkpoint import save_detector
 
                 save_detector(self, checkpoint_dir)
+        after_started = time.perf_counter()
         self._after_fit(x_dev, batch_size)  # the training set is already on the device
+        self.fit_seconds.update(epochs=sum(self.epoch_seconds), after_fit=time.perf_counter() - after_started)
         del x_dev
         self._score_jit = {}
         if checkpoint_dir is not None:
