@@ -21,6 +21,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# Per-program XLA options for programs that run once per fit (initialisation, the mixture
+# fit): on GPUs, Triton GEMM autotuning of their tiny matmuls took seconds of compile time
+# for microseconds of run time. Ignored by other backends. Never set globally.
+RUN_ONCE_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
+
 # loss_fn(params, x (B, *S), row_weights (B,), key) -> (total (), {term: ()})
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
 import jax
@@ -92,7 +93,13 @@ class BaseDetector:
         """Returns loss_fn(params, x, row_weights, key) -> (total, terms)."""
         raise NotImplementedError
 
-    def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
+    def _after_fit_compiler(self, X: jax.Array, batch_size: int, params_like) -> Callable | None:
+        """Optionally, a no-argument function that compiles the after-fit program for the
+        device-resident training set X; fit runs it in a background thread while the
+        epochs train and passes the result to :meth:`_after_fit` as ``compiled``."""
+        return None
+
+    def _after_fit(self, X: np.ndarray, batch_size: int, compiled: Callable | None = None) -> None:
         """Fixes any state that scoring needs (e.g. the mixture) from the training data."""
 
     def _score_chunk_fn(self, n_samples: int) -> Callable:
@@ -157,7 +164,9 @@ class BaseDetector:
             def init_state(key, x):
                 return training.init_train_state(model.init(key, x), optimizer)
 
-            state = jax.jit(init_state)(self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
+            state = jax.jit(init_state, compiler_options=training.RUN_ONCE_COMPILER_OPTIONS)(
+                self._key(_STREAM_INIT), jnp.asarray(X[:batch_size])
+            )
             self.params = state.params
             self.history = {}
             self.epochs_done = 0
@@ -194,33 +203,49 @@ class BaseDetector:
         progress = _progress(range(start, stop), verbose, type(self).__name__)
         self.epoch_seconds = []
         self.fit_seconds = {"setup": time.perf_counter() - fit_started}
-        for epoch in progress:
-            started = time.perf_counter()
-            state, result = train_epoch(state, x_dev, training.epoch_key(base_key, epoch))
-            terms = np.asarray(result.terms)  # the one host sync of the epoch
-            self.epoch_seconds.append(time.perf_counter() - started)
-            first_bad = int(result.first_bad_step)
-            self.params, self.opt_state = state.params, state.opt_state
-            if first_bad >= 0:
-                bad = np.asarray(result.bad_terms)
-                culprit = next((n for n, v in zip(term_names, bad) if not np.isfinite(v)), "gradient")
-                self.epochs_done = epoch  # the last fully good epoch count
-                raise NonFiniteLossError(
-                    f"non-finite loss in epoch {epoch + 1} at step {first_bad + 1}: term {culprit!r} "
-                    f"({dict(zip(term_names, bad.tolist()))}); parameters kept from the last good step. "
-                    "Try a smaller learning rate, standardised inputs, or a larger covariance jitter (eps)."
-                )
-            for name, value in zip(term_names_out, terms.tolist()):
-                self.history.setdefault(name, []).append(float(value))
-            self.epochs_done = epoch + 1
-            if hasattr(progress, "set_postfix"):
-                progress.set_postfix({n: f"{v:.4g}" for n, v in zip(term_names_out, terms.tolist())})
-            if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < stop:
-                from vaegmm_jax.checkpoint import save_detector
+        # compile the after-fit program (the mixture) on a host thread while the device trains
+        compile_after = self._after_fit_compiler(
+            x_dev, batch_size, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state.params)
+        )
+        background = ThreadPoolExecutor(max_workers=1) if compile_after is not None else None
+        after_program = background.submit(compile_after) if background is not None else None
+        try:
+            for epoch in progress:
+                started = time.perf_counter()
+                state, result = train_epoch(state, x_dev, training.epoch_key(base_key, epoch))
+                terms = np.asarray(result.terms)  # the one host sync of the epoch
+                self.epoch_seconds.append(time.perf_counter() - started)
+                first_bad = int(result.first_bad_step)
+                self.params, self.opt_state = state.params, state.opt_state
+                if first_bad >= 0:
+                    bad = np.asarray(result.bad_terms)
+                    culprit = next((n for n, v in zip(term_names, bad) if not np.isfinite(v)), "gradient")
+                    self.epochs_done = epoch  # the last fully good epoch count
+                    raise NonFiniteLossError(
+                        f"non-finite loss in epoch {epoch + 1} at step {first_bad + 1}: term {culprit!r} "
+                        f"({dict(zip(term_names, bad.tolist()))}); parameters kept from the last good step. "
+                        "Try a smaller learning rate, standardised inputs, or a larger covariance jitter (eps)."
+                    )
+                for name, value in zip(term_names_out, terms.tolist()):
+                    self.history.setdefault(name, []).append(float(value))
+                self.epochs_done = epoch + 1
+                if hasattr(progress, "set_postfix"):
+                    progress.set_postfix({n: f"{v:.4g}" for n, v in zip(term_names_out, terms.tolist())})
+                if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < stop:
+                    from vaegmm_jax.checkpoint import save_detector
 
-                save_detector(self, checkpoint_dir)
+                    save_detector(self, checkpoint_dir)
+        finally:
+            if background is not None:
+                background.shutdown(wait=False, cancel_futures=True)
+        compiled = None
+        if after_program is not None:
+            try:
+                compiled = after_program.result()
+            except Exception:  # compile it again in the foreground, where its error (if any) surfaces
+                compiled = None
         after_started = time.perf_counter()
-        self._after_fit(x_dev, batch_size)  # the training set is already on the device
+        self._after_fit(x_dev, batch_size, compiled)  # the training set is already on the device
         self.fit_seconds.update(epochs=sum(self.epoch_seconds), after_fit=time.perf_counter() - after_started)
         del x_dev
         self._score_jit = {}

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaegmm_jax import parallel
+from vaegmm_jax import parallel, training
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
@@ -148,10 +148,19 @@ class _GMMDetector(BaseDetector):
         return metric_fn
 
     # -- mixture from the whole training set, in chunks ----------------------------------
-    def _after_fit(self, X: np.ndarray, batch_size: int) -> None:
-        self.gmm_params, finite = _fit_mixture(
-            self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 65536), devices=self.devices
-        )
+    def _after_fit_compiler(self, X: jax.Array, batch_size: int, params_like) -> Callable:
+        fn = _device_mixture_program(self.model, X.shape[0], max(batch_size, 65536), self.devices)
+        key = self._key(_STREAM_STATS)
+        return lambda: fn.lower(params_like, X, key).compile()
+
+    def _after_fit(self, X: np.ndarray, batch_size: int, compiled: Callable | None = None) -> None:
+        if compiled is not None:  # the device-array program, compiled while the epochs ran
+            self.gmm_params, finite = compiled(self.params, X, self._key(_STREAM_STATS))
+        else:
+            self.gmm_params, finite = _fit_mixture(
+                self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 65536),
+                devices=self.devices,
+            )
         if not bool(finite):
             raise FloatingPointError(
                 "the mixture fitted on the training data is not finite or a covariance is not positive definite "
@@ -268,14 +277,32 @@ def fit_mixture(
     return _fit_mixture(model, params, X, key, chunk_size, devices)[0]
 
 
-def _fit_mixture(model, params, X, key, chunk_size, devices):
-    """fit_mixture plus its () bool finiteness check (in the same program for device data)."""
+def _mixture_chunk(n_rows: int, chunk_size: int, mesh) -> int:
+    return parallel.round_up(min(chunk_size, -(-n_rows // 8) * 8), parallel.mesh_size(mesh))
+
+
+def _device_mixture_program(model: GMMAutoencoder, n_rows: int, chunk_size: int, devices) -> Callable:
+    """jit(fn(params, x (N, *S), key) -> (GMMParams, finite)): the whole mixture fit of a device array.
+
+    It runs once per fit, so it is compiled for a short compile (no Triton GEMM autotuning)
+    rather than for the last microsecond.
+    """
     mesh = parallel.local_mesh(devices)
     sharding = parallel.row_sharding(mesh)
-    chunk_size = parallel.round_up(min(chunk_size, -(-X.shape[0] // 8) * 8), parallel.mesh_size(mesh))
+    chunk = _mixture_chunk(n_rows, chunk_size, mesh)
+    return jax.jit(
+        lambda p, x, k: mixture_from_device_array(model, p, x, k, chunk, sharding),
+        compiler_options=training.RUN_ONCE_COMPILER_OPTIONS,
+    )
+
+
+def _fit_mixture(model, params, X, key, chunk_size, devices):
+    """fit_mixture plus its () bool finiteness check (in the same program for device data)."""
     if isinstance(X, jax.Array):
-        fn = jax.jit(lambda p, x, k: mixture_from_device_array(model, p, x, k, chunk_size, sharding))
-        return fn(params, X, key)
+        return _device_mixture_program(model, X.shape[0], chunk_size, devices)(params, X, key)
+    mesh = parallel.local_mesh(devices)
+    sharding = parallel.row_sharding(mesh)
+    chunk_size = _mixture_chunk(X.shape[0], chunk_size, mesh)
 
     @jax.jit
     def chunk_stats(params, x, weights, offset, shift, total):
