@@ -164,14 +164,16 @@ class BaseDetector:
             def init_state(key, x):
                 return training.init_train_state(model.init(key, x), optimizer)
 
-            state = jax.jit(init_state, compiler_options=training.RUN_ONCE_COMPILER_OPTIONS)(
+            state = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)(
                 self._key(_STREAM_INIT), jnp.asarray(X[:batch_size])
             )
             self.params = state.params
             self.history = {}
             self.epochs_done = 0
         elif self.opt_state is None or not resume:
-            state = jax.jit(training.init_train_state, static_argnums=1)(self.params, optimizer)
+            state = jax.jit(
+                training.init_train_state, static_argnums=1, compiler_options=training.INIT_COMPILER_OPTIONS
+            )(self.params, optimizer)
         else:
             state = training.TrainState(self.params, self.opt_state, jnp.asarray(0, jnp.int32))
         self.fit_config = dict(fit_kwargs, epochs=epochs, batch_size=batch_size, optimizer=opt_desc)
