@@ -1,5 +1,11 @@
 """Multi-seed training (vaegmm_jax.multiseed): seed i of one vmapped program == a single detector with seed=i."""
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +13,9 @@ import optax
 import pytest
 
 from vaegmm_jax import OutlierAEGMM, OutlierVAEGMM, training
-from vaegmm_jax.multiseed import _make_train_runner, fit_many, score_many
+from vaegmm_jax.multiseed import _make_train_runner, _seed_split, fit_many, score_many
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SEEDS = (3, 7)
 
@@ -108,3 +116,122 @@ def test_fit_many_argument_errors():
         fit_many(_vaegmm, np.stack([X, X]), SEEDS, per_seed_data=True, epochs=1, cov_elbo=dict(cov_diag=None))
     with pytest.raises(ValueError, match="leading axis"):
         fit_many(_vaegmm, np.stack([X, X, X]), SEEDS, per_seed_data=True, epochs=1)
+
+
+def test_seed_split_over_devices():
+    """Each device gets ceil(S / D) seeds, on the fewest devices that allows; padding only fills the last."""
+    assert _seed_split(4, 4) == (4, 0)
+    assert _seed_split(3, 4) == (3, 0)  # 3 devices, one seed each
+    assert _seed_split(5, 4) == (3, 1)  # 2 seeds per device on 3 devices, one padding seed
+    assert _seed_split(7, 4) == (4, 1)
+    assert _seed_split(10, 8) == (5, 0)
+    assert _seed_split(6, 1) == (1, 0)
+    for s in range(1, 40):
+        for d in range(1, 10):
+            used, pad = _seed_split(s, d)
+            per_device = -(-s // d)
+            assert used <= d and (s + pad) == used * per_device and pad < per_device
+
+
+# Fits and scores in a fresh process with 4 fake CPU devices; the 1-device references run
+# there too (devices=[first]). Every program multiseed jits is recorded with the abstract
+# arguments of its calls, so its compiled HLO can be checked for collectives afterwards
+# (lowering again with the same arguments hits the in-memory compilation cache).
+_SHARDED_SEEDS = """
+import re, jax, numpy as np, optax
+import tests.conftest  # noqa: F401  (the suite's persistent compilation cache)
+import vaegmm_jax.multiseed as ms
+from vaegmm_jax import OutlierAEGMM
+from vaegmm_jax.multiseed import fit_many, score_many
+
+devs = jax.devices()
+assert len(devs) == 4, devs
+
+calls = []
+
+class RecordingJax:
+    def __getattr__(self, name):
+        return getattr(jax, name)
+
+    def jit(self, fun, **kwargs):
+        jitted = jax.jit(fun, **kwargs)
+
+        def call(*args):
+            spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding) if isinstance(a, jax.Array) else a
+            calls.append((jitted, jax.tree.map(spec, args)))  # before the call: arguments may be donated
+            return jitted(*args)
+
+        return call
+
+ms.jax = RecordingJax()
+
+def data(seed, n=64, f=5):
+    r = np.random.default_rng(seed)
+    a = r.normal(size=(2, f))
+    return (np.tanh(r.uniform(-1, 1, (n, 2)) @ a) + 0.05 * r.normal(size=(n, f))).astype(np.float32)
+
+def close(a, b, tol=1e-5):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+# gmm_dropout draws from the train keys: a wrong key split over devices would show
+make = lambda s: OutlierAEGMM(seed=s, n_gmm=2, hidden=(4,), gmm_hidden=4, gmm_dropout=0.5)
+args = dict(epochs=2, epochs_per_call=1, batch_size=32, optimizer=optax.adam(1e-3))
+seeds = (3, 7, 11, 19, 23)
+X, XT = data(0), data(1, n=24)
+
+# shared data, 4 seeds on 4 devices: one seed per device, the data replicated. The reference:
+# a template detector whose devices attribute (one device) is the default for fit_many
+template = make(0)
+template.devices = devs[:1]
+ref = fit_many(template, X, seeds[:4], **args)
+assert ref.devices == (devs[0],)
+ref_s = score_many(ref, XT)
+four = fit_many(make, X, seeds[:4], **args)
+assert four.devices == tuple(devs)
+for leaf in jax.tree.leaves((four.params, four.opt_state, four.extra)):
+    assert len(leaf.sharding.device_set) == 4, leaf.sharding
+    assert all(sh.data.shape[0] == 1 for sh in leaf.addressable_shards), leaf.shape
+four_s = score_many(four, XT)
+close(four.params, ref.params)
+close(four.extra, ref.extra, 1e-4)
+np.testing.assert_allclose(four.history["total"], ref.history["total"], rtol=1e-5)
+# energies (log densities through a covariance inverse) amplify the last-bit differences of
+# batched matmuls of another batch size (1 seed per device vs 4): 1e-4, as for single detectors
+np.testing.assert_allclose(four_s, ref_s, rtol=1e-4, atol=1e-4)
+# scored on another split (params moved), and as an ordinary detector on its own 4-device mesh
+np.testing.assert_allclose(score_many(four, XT, devices=devs[:2]), ref_s, rtol=1e-4, atol=1e-4)
+np.testing.assert_allclose(four.detector(2).score(XT), ref_s[2], rtol=1e-4, atol=1e-4)
+
+# per-seed data, 5 seeds on 4 devices: 2 seeds per device on 3 devices, one padding seed
+Xs = np.stack([data(10 + i) for i in range(5)])
+XTs = np.stack([data(20 + i, n=24) for i in range(5)])
+ref5 = fit_many(make, Xs, seeds, per_seed_data=True, devices=devs[:1], **args)
+five = fit_many(make, Xs, seeds, per_seed_data=True, **args)
+for leaf in jax.tree.leaves((five.params, five.extra)):  # S=5 has no even split: on the first device
+    assert leaf.shape[0] == 5 and leaf.sharding.device_set == {devs[0]}, leaf.sharding
+close(five.params, ref5.params)
+close(five.extra, ref5.extra, 1e-4)
+np.testing.assert_allclose(five.history["total"], ref5.history["total"], rtol=1e-5)
+assert five.ok.all() and five.failed_epoch.shape == (5,)
+five_s = score_many(five, XTs, per_seed_data=True)
+assert five_s.shape == (5, 24)
+np.testing.assert_allclose(five_s, score_many(ref5, XTs, per_seed_data=True), rtol=1e-4, atol=1e-4)
+
+# the programs were partitioned by seeds (4, 3 and 2 partitions), with no communication
+parts = set()
+for jitted, call_args in calls:
+    text = jitted.lower(*call_args).compile().as_text()
+    parts.update(int(n) for n in re.findall(r"num_partitions=(\\d+)", text))
+    assert not re.search(r"all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter", text), text[:300]
+assert {2, 3, 4} <= parts, parts
+"""
+
+
+def test_seeds_sharded_over_4_devices_equal_one_device():
+    """fit_many / score_many split the seeds over 4 (fake CPU) devices; seed i equals seed i on one device."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = textwrap.dedent(_SHARDED_SEEDS)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]

@@ -23,6 +23,20 @@ by ``factory(seeds[i])`` and fitted with the same arguments: the init key is
 :class:`~vaegmm_jax.detectors.base.BaseDetector` key streams). Results agree to
 float32 rounding (batched matmuls may differ in the last bits).
 
+Devices: the seed axis is split over a 1-D mesh of the local devices (``devices=``,
+default the template detector's ``devices`` attribute, else all local devices). The
+stacked state, keys and per-seed data are placed with ``NamedSharding(mesh,
+PartitionSpec("seeds"))``, shared data is replicated (a full copy on every device
+used), and the programs are jitted with
+seed-sharded outputs: XLA partitions the vmapped program by seeds, every device trains
+and scores its own seeds with no cross-device communication, and seed ``i`` equals
+seed ``i`` of a one-device run (float32 rounding). With D devices each device holds
+``ceil(S / D)`` seeds; the fewest devices that achieve this are used and, when they do
+not divide S, the seed axis is padded with copies of the last seed (computed, then
+dropped): e.g. S=3 on 4 devices uses 3 devices, S=5 on 4 devices uses 3 devices with
+one padding seed. A padded run returns its stacked arrays on the first device (an
+uneven split cannot be expressed as a sharding); an unpadded one keeps them sharded.
+
 Differences from ``detector.fit``: a seed whose loss or gradients become non-finite
 does not raise; it keeps the parameters of its last good step, stops training and
 is reported in :attr:`MultiSeedFit.failed_epoch`. ``epochs=0`` is allowed (an
@@ -43,6 +57,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vaegmm_jax import training
 from vaegmm_jax.detectors.base import (
@@ -61,6 +76,8 @@ __all__ = ["MultiSeedFit", "fit_many", "score_many", "seed_key"]
 
 DetectorFactory = Callable[[int], BaseDetector]
 
+SEED_AXIS = "seeds"
+
 
 def seed_key(seed: int, stream: int) -> jax.Array:
     """The key a single detector with ``seed`` uses for ``stream`` (0 init, 1 train, 2 stats, 3 score)."""
@@ -70,6 +87,68 @@ def seed_key(seed: int, stream: int) -> jax.Array:
 def _stream_keys(seeds: Sequence[int], stream: int) -> jax.Array:
     """(S, 2) uint32 keys, one per seed, for ``stream``."""
     return jnp.stack([seed_key(s, stream) for s in seeds])
+
+
+def _seed_split(n_seeds: int, n_devices: int) -> tuple[int, int]:
+    """(devices used, padding seeds) for S seeds over at most D devices.
+
+    Each device gets ceil(S / D) seeds (the fewest possible); of the device counts that
+    achieve this the smallest is taken, which also minimises the padding:
+    S=4, D=4 -> (4, 0); S=3, D=4 -> (3, 0); S=5, D=4 -> (3, 1); S=7, D=4 -> (4, 1).
+    """
+    per_device = -(-n_seeds // max(n_devices, 1))
+    used = -(-n_seeds // per_device)
+    return used, used * per_device - n_seeds
+
+
+@dataclass(frozen=True)
+class _SeedLayout:
+    """Where the (S_pad, ...) stacked arrays of a run live: ``mesh`` over the devices
+    used, ``n_pad`` copies of the last seed appended to the S real ones."""
+
+    mesh: Mesh
+    n_seeds: int
+    n_pad: int
+
+    @classmethod
+    def make(cls, n_seeds: int, devices: Sequence[jax.Device]) -> "_SeedLayout":
+        used, n_pad = _seed_split(n_seeds, len(devices))
+        return cls(Mesh(np.asarray(list(devices)[:used]), (SEED_AXIS,)), n_seeds, n_pad)
+
+    @property
+    def seeds(self) -> NamedSharding:
+        """Leading (seed) axis split over the mesh."""
+        return NamedSharding(self.mesh, PartitionSpec(SEED_AXIS))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def put(self, tree):
+        """Every (S, ...) leaf padded to (S_pad, ...) with the last seed and split by seeds."""
+        if self.n_pad:
+            idx = np.minimum(np.arange(self.n_seeds + self.n_pad), self.n_seeds - 1)
+            take = lambda a: jnp.take(a, idx, axis=0) if isinstance(a, jax.Array) else np.asarray(a)[idx]  # noqa: E731
+            tree = jax.tree.map(take, tree)
+        return jax.device_put(tree, self.seeds)
+
+    def unpad(self, tree):
+        """(S_pad, ...) -> (S, ...); a padded run's arrays go to the first device, since an
+        S that the mesh does not divide has no NamedSharding."""
+        if not self.n_pad:
+            return tree
+        first = self.mesh.devices.flat[0]
+        return jax.tree.map(lambda a: jax.device_put(a, first)[: self.n_seeds], tree)
+
+
+def _resolve_devices(devices, template: BaseDetector) -> tuple[jax.Device, ...]:
+    """``devices``, else the template detector's ``devices`` attribute, else all local devices."""
+    if devices is None:
+        devices = getattr(template, "devices", None)
+    devices = tuple(devices) if devices is not None else tuple(jax.local_devices())
+    if not devices:
+        raise ValueError("devices is empty")
+    return devices
 
 
 @dataclass
@@ -101,6 +180,9 @@ class MultiSeedFit:
       mixture_s: wall seconds of the mixture fit (compilation included; 0 without a mixture).
       call_s: wall seconds of each training call (the first includes compilation).
       epochs_per_call: epochs per training call.
+      devices: the devices given to :func:`fit_many`; the seed axis was split over
+        the first of them (see the module docstring), and :func:`score_many` splits
+        it the same way by default.
     """
 
     seeds: tuple[int, ...]
@@ -122,6 +204,7 @@ class MultiSeedFit:
     mixture_s: float = 0.0
     call_s: list = field(default_factory=list)
     epochs_per_call: int = 0
+    devices: tuple = ()
     factory: DetectorFactory | None = field(default=None, repr=False)
     _score_fns: dict = field(default_factory=dict, repr=False)
 
@@ -148,7 +231,10 @@ class MultiSeedFit:
         if det.data_type is None:
             det.data_type = self.template.data_type
             det.meta["data_type"] = det.data_type
-        pick = lambda a: a[i]  # noqa: E731
+        # through the host: the result is an uncommitted array, which the detector's own
+        # jitted programs may place on their own mesh (a slice of a seed-sharded array
+        # would stay committed to this run's devices)
+        pick = lambda a: jax.device_put(np.asarray(a)[i])  # noqa: E731
         det.params = jax.tree.map(pick, self.params)
         det.opt_state = jax.tree.map(pick, self.opt_state)
         if self.extra is not None and hasattr(det, "gmm_params"):
@@ -164,7 +250,8 @@ class MultiSeedFit:
 
 
 def _copy_with_seed(template: BaseDetector, seed: int) -> BaseDetector:
-    det = copy.deepcopy(template)
+    # jax Devices cannot be deep-copied: the copy shares the template's (``devices`` attribute)
+    det = copy.deepcopy(template, {id(d): d for d in getattr(template, "devices", None) or ()})
     det.seed = int(seed)
     det.params = det.opt_state = None
     return det
@@ -200,11 +287,15 @@ def _leading(mask: jax.Array, leaf: jax.Array) -> jax.Array:
     return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
 
 
-def _make_train_runner(train_epoch: Callable, per_seed: bool, n_terms: int, epochs_per_call: int) -> Callable:
+def _make_train_runner(
+    train_epoch: Callable, per_seed: bool, n_terms: int, epochs_per_call: int, layout: _SeedLayout | None = None
+) -> Callable:
     """jit(run(state, alive, failed, x, base_keys, start, stop)) scanning ``epochs_per_call`` epochs.
 
     Epochs with index >= stop are skipped (``lax.cond`` on an unbatched predicate),
-    so every call has the same shapes and the program compiles once.
+    so every call has the same shapes and the program compiles once. With a
+    ``layout`` the outputs stay split by seeds (state, alive, failed: leading axis;
+    terms (epochs_per_call, S, n_terms): axis 1), so the next call needs no transfer.
     """
     v_epoch = jax.vmap(train_epoch, in_axes=(0, 0 if per_seed else None, 0))
     v_epoch_key = jax.vmap(training.epoch_key, in_axes=(0, None))
@@ -234,7 +325,11 @@ def _make_train_runner(train_epoch: Callable, per_seed: bool, n_terms: int, epoc
         )
         return state, alive, failed, terms  # terms (epochs_per_call, S, n_terms)
 
-    return jax.jit(run, donate_argnums=(0,))
+    if layout is None:
+        return jax.jit(run, donate_argnums=(0,))
+    by_seed = layout.seeds
+    terms_sharding = NamedSharding(layout.mesh, PartitionSpec(None, SEED_AXIS))
+    return jax.jit(run, donate_argnums=(0,), out_shardings=(by_seed, by_seed, by_seed, terms_sharding))
 
 
 def _chunk_gather(x: jax.Array, offset: jax.Array, chunk: int):
@@ -246,17 +341,19 @@ def _chunk_gather(x: jax.Array, offset: jax.Array, chunk: int):
     return xc, (rows < n).astype(jnp.float32)
 
 
-def _make_mixture_fn(model, chunk: int, n_rows: int, per_seed: bool) -> Callable:
+def _make_mixture_fn(model, chunk: int, n_rows: int, per_seed: bool, layout: _SeedLayout | None = None) -> Callable:
     """jit(fn(params (S, ...), x, keys (S, 2)) -> (GMMParams with a leading S axis, (S,) finite)).
 
-    The detector's own device-array mixture fit (the two passes of ``fit_mixture``), vmapped.
+    The detector's own device-array mixture fit (the two passes of ``fit_mixture``),
+    vmapped; with a ``layout`` its outputs are split by seeds.
     """
     from vaegmm_jax.detectors.gmm_detectors import mixture_from_device_array
 
     def one_seed(params, x, key):
         return mixture_from_device_array(model, params, x, key, chunk)
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0 if per_seed else None, 0)))
+    out_shardings = None if layout is None else layout.seeds
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0 if per_seed else None, 0)), out_shardings=out_shardings)
 
 
 def _check_data(X, per_seed_data: bool, n_seeds: int, row_shape=None, name: str = "X"):
@@ -283,6 +380,7 @@ def fit_many(
     *,
     per_seed_data: bool = False,
     epochs_per_call: int | None = 1000,
+    devices: Sequence[jax.Device] | None = None,
     **fit_args: Any,
 ) -> MultiSeedFit:
     """Fits one detector per seed, all seeds in one vmapped program.
@@ -298,6 +396,10 @@ def fit_many(
       per_seed_data: X carries a leading seed axis.
       epochs_per_call: epochs per jitted call (one host sync per call); ``None``
         runs all epochs in one call.
+      devices: devices to split the seed axis over (default: the template
+        detector's ``devices`` attribute, else all local devices); one device
+        runs everything there. See the module docstring for S not divisible by
+        the number of devices.
       **fit_args: what the detector's ``fit`` takes: ``epochs`` (0 allowed: no
         training), ``batch_size``, ``optimizer``, loss weights, ``cov_elbo``...
 
@@ -351,30 +453,35 @@ def fit_many(
         )
     model = template.model
 
-    x_dev = jax.device_put(X if per_seed_data else X0_checked)
     n_seeds = len(seeds)
+    devices = _resolve_devices(devices, template)
+    layout = _SeedLayout.make(n_seeds, devices)
+    n_run = n_seeds + layout.n_pad  # S_pad: seeds actually computed
+    # shared data: one full copy per device, so each device's seeds gather their batches
+    # locally; per-seed data: each device holds only its own seeds' training sets
+    x_dev = layout.put(X) if per_seed_data else jax.device_put(X0_checked, layout.replicated)
     # The single detector's jitted init, called once per seed (one compilation; a vmapped
     # init compiles ~3x slower on a CPU and is no faster for a handful of tiny calls),
     # then stacked on the host: bit-identical to what each single detector starts from.
     init = jax.jit(model.init)
     # host copies: indexing device arrays eagerly with a Python int compiles a program per index
     init_keys = np.asarray(_stream_keys(seeds, _STREAM_INIT))
-    init_x = np.asarray(x_dev[:, :batch_size] if per_seed_data else x_dev[:batch_size])
+    init_x = np.asarray(X[:, :batch_size] if per_seed_data else X0_checked[:batch_size])
     per_seed_params = [init(init_keys[i], init_x[i] if per_seed_data else init_x) for i in range(n_seeds)]
-    params = jax.device_put(jax.tree.map(lambda *leaves: np.stack([np.asarray(a) for a in leaves]), *per_seed_params))
-    state = jax.jit(jax.vmap(lambda p: training.init_train_state(p, optimizer)))(params)
+    params = layout.put(jax.tree.map(lambda *leaves: np.stack([np.asarray(a) for a in leaves]), *per_seed_params))
+    state = jax.jit(jax.vmap(lambda p: training.init_train_state(p, optimizer)), out_shardings=layout.seeds)(params)
 
     term_names = tuple(template.loss_terms)
-    history = np.full((epochs, n_seeds, len(term_names)), np.nan, np.float32)
-    failed = jnp.full((n_seeds,), -1, jnp.int32)
+    history = np.full((epochs, n_run, len(term_names)), np.nan, np.float32)
+    failed = layout.put(np.full((n_seeds,), -1, np.int32))
     calls = per_call = 0
     call_s: list[float] = []
     if epochs > 0:
         per_call = epochs if epochs_per_call is None else min(check_positive_int(epochs_per_call, "epochs_per_call"), epochs)
         train_epoch = training.make_train_epoch(loss_fn, optimizer, term_names, batch_size)
-        runner = _make_train_runner(train_epoch, per_seed_data, len(term_names), per_call)
-        alive = jnp.ones((n_seeds,), bool)
-        base_keys = _stream_keys(seeds, _STREAM_TRAIN)
+        runner = _make_train_runner(train_epoch, per_seed_data, len(term_names), per_call, layout)
+        alive = layout.put(np.ones((n_seeds,), bool))
+        base_keys = layout.put(np.asarray(_stream_keys(seeds, _STREAM_TRAIN)))
         for start in range(0, epochs, per_call):
             t_call = time.perf_counter()
             state, alive, failed, terms = runner(
@@ -391,12 +498,13 @@ def fit_many(
     mixture_s = 0.0
     if hasattr(template, "gmm_params"):
         chunk = min(max(batch_size, 4096), -(-n_rows // 8) * 8)
-        mixture = _make_mixture_fn(model, chunk, n_rows, per_seed_data)
+        mixture = _make_mixture_fn(model, chunk, n_rows, per_seed_data, layout)
         t_mix = time.perf_counter()
-        extra, finite = mixture(params, x_dev, _stream_keys(seeds, _STREAM_STATS))
-        mixture_ok = np.asarray(finite).astype(bool)
+        extra, finite = mixture(params, x_dev, layout.put(np.asarray(_stream_keys(seeds, _STREAM_STATS))))
+        mixture_ok = np.asarray(finite)[:n_seeds].astype(bool)
         mixture_s = time.perf_counter() - t_mix
     del x_dev
+    params, opt_state, extra = layout.unpad((params, opt_state, extra))
     jax.block_until_ready((params, extra))
     return MultiSeedFit(
         seeds=seeds,
@@ -404,8 +512,8 @@ def fit_many(
         params=params,
         opt_state=opt_state,
         extra=extra,
-        history={name: history[:, :, j].T.copy() for j, name in enumerate(term_names)},
-        failed_epoch=np.asarray(failed).astype(np.int64),
+        history={name: history[:, :n_seeds, j].T.copy() for j, name in enumerate(term_names)},
+        failed_epoch=np.asarray(failed)[:n_seeds].astype(np.int64),
         mixture_ok=mixture_ok,
         epochs=epochs,
         batch_size=batch_size,
@@ -418,6 +526,7 @@ def fit_many(
         call_s=call_s,
         epochs_per_call=per_call,
         mixture_s=mixture_s,
+        devices=devices,
         factory=factory_fn,
     )
 
@@ -428,6 +537,7 @@ def score_many(
     *,
     per_seed_data: bool = False,
     chunk_size: int = FIXED_SCORE_BATCH,
+    devices: Sequence[jax.Device] | None = None,
 ) -> np.ndarray:
     """Scores rows with every seed's model, in one vmapped program.
 
@@ -439,7 +549,11 @@ def score_many(
       fit: from :func:`fit_many`.
       X: (N, *R) rows scored by every seed, or (S, N, *R) with ``per_seed_data=True``.
       per_seed_data: X carries a leading seed axis.
-      chunk_size: rows per chunk (all seeds at once: device memory grows with S x chunk).
+      chunk_size: rows per chunk (all seeds at once: device memory grows with
+        S / devices x chunk per device).
+      devices: devices to split the seed axis over (default: ``fit.devices``, the
+        split used for training, so the parameters are already in place); shared X
+        is replicated on them, per-seed X split by seeds like the parameters.
 
     Returns:
       (S, N) float32 scores, higher = more anomalous.
@@ -449,16 +563,24 @@ def score_many(
     X = _check_data(X, per_seed_data, fit.n_seeds, row_shape=template.input_shape)
     n_rows = int(X.shape[1] if per_seed_data else X.shape[0])
     chunk = effective_chunk_size(n_rows, chunk_size)
-    cache_key = (n_rows, chunk, per_seed_data)
+    if devices is None:
+        devices = fit.devices or None
+    layout = _SeedLayout.make(fit.n_seeds, _resolve_devices(devices, template))
+    cache_key = (n_rows, chunk, per_seed_data, layout)
     fn = fit._score_fns.get(cache_key)
     if fn is None:
-        fn = fit._score_fns[cache_key] = _make_score_fn(template, n_rows, chunk, per_seed_data)
-    out = fn(fit.params, fit.extra, jax.device_put(X), _stream_keys(fit.seeds, _STREAM_SCORE))
-    return np.asarray(out, dtype=np.float32)
+        fn = fit._score_fns[cache_key] = _make_score_fn(template, n_rows, chunk, per_seed_data, layout)
+    x = layout.put(X) if per_seed_data else jax.device_put(X, layout.replicated)
+    keys = layout.put(np.asarray(_stream_keys(fit.seeds, _STREAM_SCORE)))
+    # an unpadded layout equal to the fit's: the parameters are already there (no copy)
+    out = fn(layout.put(fit.params), layout.put(fit.extra), x, keys)
+    return np.asarray(out, dtype=np.float32)[: fit.n_seeds]
 
 
-def _make_score_fn(template: BaseDetector, n_rows: int, chunk: int, per_seed: bool) -> Callable:
-    """jit(fn(params (S, ...), extra (S, ...), x, keys (S, 2)) -> (S, N) scores)."""
+def _make_score_fn(
+    template: BaseDetector, n_rows: int, chunk: int, per_seed: bool, layout: _SeedLayout | None = None
+) -> Callable:
+    """jit(fn(params (S, ...), extra (S, ...), x, keys (S, 2)) -> (S, N) scores), split by seeds with a ``layout``."""
     n_chunks = -(-n_rows // chunk)
     score_chunk = template._score_chunk_fn(template._n_score_samples())
 
@@ -470,5 +592,6 @@ def _make_score_fn(template: BaseDetector, n_rows: int, chunk: int, per_seed: bo
         _, out = jax.lax.scan(body, None, jnp.arange(n_chunks, dtype=jnp.int32) * chunk)
         return out.reshape((n_chunks * chunk,) + out.shape[2:])[:n_rows]
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0 if per_seed else None, 0)))
+    out_shardings = None if layout is None else layout.seeds
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0 if per_seed else None, 0)), out_shardings=out_shardings)
 
