@@ -45,6 +45,8 @@ def test_alibi_kdd_preset():
     assert (p.epochs, p.batch_size, p.sim, p.learning_rate, p.threshold_perc) == (50, 1024, 0.0025, 1e-4, 95.0)
     assert (p.w_recon, p.w_energy, p.w_cov_diag, p.samples, p.gmm_dropout) == (1e-7, 0.1, 0.005, 10, 0.0)
     assert p.detector == "OutlierVAEGMM"
+    # the example's own reconstruction features (the paper's fail on standardised data)
+    assert p.recon_features == "alibi" and presets.make_detector(p).recon_features_name == "alibi"
 
 
 def test_presets_are_frozen_and_replaceable():

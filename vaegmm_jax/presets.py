@@ -93,8 +93,11 @@ class VAEGMMPreset:
       latent_dim, n_gmm, gmm_hidden, gmm_dropout, activation: the architecture.
       samples: L latent samples when scoring.
       beta: KL weight.
-      recon_features: 'dagmm' by default. alibi-detect 0.13 computes its quirky
-        ``eucl_cosim_features`` (see REFERENCE 1.2); set 'alibi' to reproduce it exactly.
+      recon_features: 'alibi' (alibi-detect 0.13's ``eucl_cosim_features``, quirks
+        included), as in the example this preset reproduces. On its standardised
+        features the paper's 'dagmm' features fail: ||x|| of typical normal rows is near
+        0, so ||x - x'|| / ||x|| is noise (2 seeds, 5 epochs: F1 0.16 with 'dagmm', 0.93
+        with 'alibi').
       epochs, batch_size, learning_rate: Adam training.
       sim: the isotropic standard deviation of the reconstruction likelihood (cov_elbo).
       w_recon, w_energy, w_cov_diag: alibi's loss weights.
@@ -113,7 +116,7 @@ class VAEGMMPreset:
     activation: str = "relu"
     samples: int = 10
     beta: float = 1.0
-    recon_features: str = "dagmm"
+    recon_features: str = "alibi"
     epochs: int = 50
     batch_size: int = 1024
     learning_rate: float = 1e-4
