@@ -85,6 +85,80 @@ def test_two_process_jax_distributed_scoring_equals_single_process(saved, tmp_pa
     np.testing.assert_allclose(both, det.score(xt), rtol=1e-5, atol=1e-5)
 
 
+# Trains on `devices` and writes what the fit fixed to `out` (.npz); shared by the two-process
+# workers and the single-process references.
+_FIT_AND_DUMP = """
+import jax, numpy as np, optax
+import vaegmm_jax as vj
+X, XT = np.load("{data}/x.npy"), np.load("{data}/xt.npy")
+def fit_and_dump(devices, out, **fit_kwargs):
+    det = vj.OutlierAEGMM(n_gmm=2, latent_dim=2, seed=3, hidden=(8, 4))
+    det.devices = devices
+    det.fit(X, epochs=2, batch_size=64, verbose=False, optimizer=optax.adam(1e-3), **fit_kwargs)
+    fitted = (det.params, det.opt_state, det.gmm_params)
+    assert all(a.is_fully_addressable for a in jax.tree.leaves(fitted))  # ordinary arrays of this process
+    leaves = {{f"p{{i}}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(det.params))}}
+    np.savez(out, scores=det.score(XT, batch_size=32), phi=np.asarray(det.gmm_params.phi),
+             mu=np.asarray(det.gmm_params.mu), cov=np.asarray(det.gmm_params.cov),
+             total=np.asarray(det.history["total"]), **leaves)
+"""
+
+
+def test_two_process_jax_distributed_training_equals_single_process(tmp_path):
+    X, XT, _ = manifold_data(n_in=256, n_out=16, seed=8)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "xt.npy", XT)
+    setup = _FIT_AND_DUMP.format(data=tmp_path)
+    # Two processes with 2 CPU devices each; both pass the same X and train on all 4 devices.
+    # The workers skip the tests' persistent compilation cache: JAX uses it in process 0 only,
+    # which would then wait at the first cross-process collective while process 1 compiles,
+    # and Gloo waits at most 30 s for a peer.
+    port = 14000 + os.getpid() % 2000
+    worker = f"""
+    import sys, jax
+    pid = int(sys.argv[1])
+    jax.config.update("jax_num_cpu_devices", 2)
+    jax.distributed.initialize(coordinator_address="127.0.0.1:{port}", num_processes=2, process_id=pid)
+    assert jax.process_count() == 2 and len(jax.devices()) == 4
+    exec({setup!r})
+    det = vj.OutlierAEGMM()
+    det.devices = jax.devices()
+    try:  # a per-process share instead of the whole X is refused (in every process)
+        det.fit(X[: len(X) // 2] if pid else X, verbose=False)
+        raise SystemExit("different training sets were not refused")
+    except ValueError as err:
+        assert "same full X in every process" in str(err), err
+    fit_and_dump(jax.devices(), f"{tmp_path}/proc{{pid}}.npz", checkpoint_dir="{tmp_path}/ckpt")
+    """
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(worker), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    # References: one process with as many devices (the same batch sharding), and one device.
+    _run(f"""
+    import jax
+    import tests.conftest  # the persistent compilation cache
+    jax.config.update("jax_num_cpu_devices", 4)
+    exec({setup!r})
+    fit_and_dump(jax.devices(), "{tmp_path}/four.npz")
+    """, {"JAX_PLATFORMS": "cpu"})
+    here = {}
+    exec(setup, here)
+    here["fit_and_dump"](jax.devices()[:1], tmp_path / "one.npz")
+    proc0, proc1, four, one = (np.load(tmp_path / f"{n}.npz") for n in ("proc0", "proc1", "four", "one"))
+    assert sorted(proc0.files) == sorted(four.files)
+    for name in proc0.files:
+        np.testing.assert_allclose(proc1[name], proc0[name], rtol=1e-6, atol=1e-6, err_msg=name)
+        atol = 1e-4 if name == "scores" else 1e-5  # scores reach ~1e2
+        np.testing.assert_allclose(proc0[name], four[name], rtol=1e-5, atol=atol, err_msg=name)
+        np.testing.assert_allclose(proc0[name], one[name], rtol=1e-4, atol=10 * atol, err_msg=name)
+    # fit(checkpoint_dir=...) saved once, from process 0: complete, and loadable on one device
+    det = vj.load_detector(tmp_path / "ckpt")
+    np.testing.assert_allclose(det.score(XT, batch_size=32), proc0["scores"], rtol=1e-5, atol=1e-4)
+
+
 def test_no_recompilation_across_chunks_and_calls(saved):
     det, _, xt = saved
     rng = np.random.default_rng(0)

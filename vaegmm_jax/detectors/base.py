@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
@@ -75,6 +76,7 @@ class BaseDetector:
         self.fit_config: dict[str, Any] = {}
         self._score_jit: dict = {}
         #: devices to shard rows over (default: all local devices); set before fit/score.
+        #: Devices of several processes (jax.devices()) make fit train across them.
         self.devices = None
         self.meta = {
             "name": type(self).__name__,
@@ -140,6 +142,16 @@ class BaseDetector:
             checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
             if checkpoint_dir is None:
                 raise ValueError("checkpoint_every needs checkpoint_dir")
+        # Devices of several processes (opt-in, det.devices = jax.devices()): every process
+        # passes the same X and trains on one mesh over all of them (see parallel.py).
+        multi_process = parallel.spans_processes(self.devices)
+        if multi_process and not parallel.process_devices(self.devices):
+            raise ValueError(
+                f"det.devices spans several processes but none of them is process {jax.process_index()}'s: every "
+                "process taking part in a multi-process fit needs its devices in the list (e.g. jax.devices())"
+            )
+        if multi_process:
+            parallel.check_same_in_all_processes(X)
         if self.model is None:
             self._build(X[: min(len(X), 8)])
         if self.input_shape is None:  # also when a whole model was passed in
@@ -186,7 +198,9 @@ class BaseDetector:
             term_names_out = term_names + (str(metric_name),)
         else:
             term_names_out = term_names
-        mesh = parallel.local_mesh(self.devices)
+        # One process: a mesh over its devices. Several: one mesh over all of them, so XLA
+        # all-reduces the gradients across processes.
+        mesh = parallel.global_mesh(self.devices)
         # Rows of each minibatch are split over the devices (when they divide evenly);
         # the training set itself is replicated, so the per-step gather stays local.
         batch_sharding = parallel.row_sharding(mesh) if batch_size % parallel.mesh_size(mesh) == 0 else None
@@ -195,9 +209,14 @@ class BaseDetector:
                 loss_fn, optimizer, term_names, batch_size, metric_fn=metric_fn, batch_sharding=batch_sharding
             ),
             donate_argnums=0,
+            # replicated results can be read by every process from its own shards
+            **({"out_shardings": parallel.replicated(mesh)} if multi_process else {}),
         )
         x_dev = parallel.put(X, parallel.replicated(mesh))
         state = jax.tree.map(lambda a: parallel.put(a, parallel.replicated(mesh)), state)
+        # the after-fit step (the mixture) runs in each process on its own devices, on its
+        # own shards of the replicated training set (the same as x_dev in one process)
+        x_local = parallel.to_local(x_dev, self.devices)
         base_key = self._key(_STREAM_TRAIN)
         # resume: train up to `epochs` in total; otherwise `epochs` more (warm start, like Keras).
         start = self.epochs_done
@@ -206,9 +225,10 @@ class BaseDetector:
         self.epoch_seconds = []
         self.fit_seconds = {"setup": time.perf_counter() - fit_started}
         # compile the after-fit program (the mixture) on a host thread while the device trains
-        compile_after = self._after_fit_compiler(
-            x_dev, batch_size, jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state.params)
-        )
+        local_params = parallel.to_local(state.params, self.devices)
+        params_like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), local_params)
+        compile_after = self._after_fit_compiler(x_local, batch_size, params_like)
+        del local_params
         background = ThreadPoolExecutor(max_workers=1) if compile_after is not None else None
         after_program = background.submit(compile_after) if background is not None else None
         try:
@@ -218,7 +238,8 @@ class BaseDetector:
                 terms = np.asarray(result.terms)  # the one host sync of the epoch
                 self.epoch_seconds.append(time.perf_counter() - started)
                 first_bad = int(result.first_bad_step)
-                self.params, self.opt_state = state.params, state.opt_state
+                # ordinary arrays of this process (unchanged in one process) for scoring and saving
+                self.params, self.opt_state = parallel.to_local((state.params, state.opt_state), self.devices)
                 if first_bad >= 0:
                     bad = np.asarray(result.bad_terms)
                     culprit = next((n for n, v in zip(term_names, bad) if not np.isfinite(v)), "gradient")
@@ -234,9 +255,7 @@ class BaseDetector:
                 if hasattr(progress, "set_postfix"):
                     progress.set_postfix({n: f"{v:.4g}" for n, v in zip(term_names_out, terms.tolist())})
                 if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < stop:
-                    from vaegmm_jax.checkpoint import save_detector
-
-                    save_detector(self, checkpoint_dir)
+                    _save_from_fit(self, checkpoint_dir, multi_process)
         finally:
             if background is not None:
                 background.shutdown(wait=False, cancel_futures=True)
@@ -247,14 +266,12 @@ class BaseDetector:
             except Exception:  # compile it again in the foreground, where its error (if any) surfaces
                 compiled = None
         after_started = time.perf_counter()
-        self._after_fit(x_dev, batch_size, compiled)  # the training set is already on the device
+        self._after_fit(x_local, batch_size, compiled)  # the training set is already on the device
         self.fit_seconds.update(epochs=sum(self.epoch_seconds), after_fit=time.perf_counter() - after_started)
-        del x_dev
+        del x_dev, x_local
         self._score_jit = {}
         if checkpoint_dir is not None:
-            from vaegmm_jax.checkpoint import save_detector
-
-            save_detector(self, checkpoint_dir)
+            _save_from_fit(self, checkpoint_dir, multi_process)
         return self.history
 
     def _make_metric_fn(self, metric: Callable):
@@ -379,6 +396,24 @@ class BaseDetector:
 
     def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
         pass
+
+
+def _save_from_fit(detector: BaseDetector, path, multi_process: bool) -> None:
+    """save_detector(detector, path), once per multi-process fit.
+
+    Across processes Orbax saves collectively (every process must take part; the
+    replicated arrays are written by process 0 only), so every process saves but only
+    process 0 writes to ``path`` (all hold the same state); the others write to a
+    temporary folder that is removed, instead of racing process 0 with folders
+    that lack the arrays.
+    """
+    from vaegmm_jax.checkpoint import save_detector
+
+    if not multi_process or jax.process_index() == 0:
+        save_detector(detector, path)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        save_detector(detector, os.path.join(scratch, "detector"))
 
 
 def _in_dtype(fn: Callable, dtype) -> Callable:
