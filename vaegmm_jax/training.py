@@ -25,12 +25,6 @@ import optax
 # fit): on GPUs, Triton GEMM autotuning of their tiny matmuls took seconds of compile time
 # for microseconds of run time. Ignored by other backends. Never set globally.
 RUN_ONCE_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
-# ... and for programs that do almost no work (parameter initialisation): no LLVM
-# optimisation either. Its threefry-heavy initialisers compiled in 5.3 s on a 2-core CPU
-# with the defaults, 1.1 s with these, to the same parameters.
-INIT_COMPILER_OPTIONS = {
-    **RUN_ONCE_COMPILER_OPTIONS, "xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True,
-}
 
 # loss_fn(params, x (B, *S), row_weights (B,), key) -> (total (), {term: ()})
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
