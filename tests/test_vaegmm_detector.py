@@ -204,3 +204,24 @@ def test_pure_functions_compose_with_jit_vmap_grad(linen_det):
     np.testing.assert_allclose(e, e_rows, rtol=1e-4, atol=1e-4)
     g = jax.jit(jax.grad(lambda x: per_row_energy(params, x, noise).sum()))(x)  # input saliency
     assert g.shape == x.shape and np.all(np.isfinite(np.asarray(g)))
+
+
+def test_initialisation_compile_options_give_bit_identical_parameters():
+    """fit compiles initialisation with lighter LLVM optimisation (a run-once program): the
+    parameters must be exactly those of a default compile, or results would depend on it."""
+    import optax
+
+    from vaegmm_jax import training
+
+    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(8, 4), seed=5)
+    det._build(X_TRAIN[:8])
+    model, opt = det.model, optax.adam(1e-3)
+
+    def init_state(key, x):
+        return training.init_train_state(model.init(key, x), opt)
+
+    args = (det._key(0), jnp.asarray(X_TRAIN[:64]))
+    light = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)(*args)
+    default = jax.jit(init_state)(*args)
+    for a, b in zip(jax.tree.leaves(light), jax.tree.leaves(default)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -176,7 +176,7 @@ class BaseDetector:
             def init_state(key, x):
                 return training.init_train_state(model.init(key, x), optimizer)
 
-            state = jax.jit(init_state, compiler_options=training.RUN_ONCE_COMPILER_OPTIONS)(
+            state = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)(
                 self._key(_STREAM_INIT), jnp.asarray(X[:batch_size])
             )
             self.params = state.params
@@ -184,7 +184,7 @@ class BaseDetector:
             self.epochs_done = 0
         elif self.opt_state is None or not resume:
             state = jax.jit(
-                training.init_train_state, static_argnums=1, compiler_options=training.RUN_ONCE_COMPILER_OPTIONS
+                training.init_train_state, static_argnums=1, compiler_options=training.INIT_COMPILER_OPTIONS
             )(self.params, optimizer)
         else:
             state = training.TrainState(self.params, self.opt_state, jnp.asarray(0, jnp.int32))
