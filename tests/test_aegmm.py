@@ -1,6 +1,7 @@
 """OutlierAEGMM (DAGMM): the loss against its closed form, dropout only in training,
 separation of planted outliers, persistence. One fitted detector per module."""
 
+import copy
 import dataclasses
 import math
 
@@ -39,8 +40,20 @@ X_TRAIN, X_TEST, Y_TEST = manifold()
 
 @pytest.fixture(scope="module")
 def aegmm():
+    """30 epochs: enough for the closed-form checks of the loss and mixture maths (longer
+    training shrinks a covariance until float32 loses digits against the float64 reference)."""
     det = vj.OutlierAEGMM(hidden=(16, 8), latent_dim=2, n_gmm=2, seed=0)  # estimation-net dropout 0.5
     det.fit(X_TRAIN, optimizer=optax.adam(3e-3), epochs=30, batch_size=128, verbose=False)
+    return det
+
+
+@pytest.fixture(scope="module")
+def aegmm_trained(aegmm):
+    """The same detector trained 70 epochs more (warm start), for the detection checks: after 30
+    epochs the planted-outlier recall varied from 0.54 to 0.98 across seeds (and with last-bit
+    changes of the numerics); after 100 it is 0.86-0.94 for seeds 0-3 (AUROC >= 0.966)."""
+    det = copy.deepcopy(aegmm)
+    det.fit(X_TRAIN, optimizer=optax.adam(3e-3), epochs=70, batch_size=128, verbose=False)
     return det
 
 
@@ -139,14 +152,16 @@ def test_dropout_off_when_scoring_and_fixing_the_mixture(aegmm):
     np.testing.assert_allclose(s, _np_energy(np.asarray(z_test, np.float64), *fitted), rtol=1e-2, atol=1e-2)
 
 
-def test_history_and_separation(aegmm):
+def test_history_and_separation(aegmm_trained):
+    aegmm = aegmm_trained
     h = aegmm.history
-    assert set(h) == {"recon", "energy", "cov_diag", "kl", "total"} and len(h["total"]) == 30
+    assert set(h) == {"recon", "energy", "cov_diag", "kl", "total"} and len(h["total"]) == 100
     assert h["recon"][-1] < h["recon"][0] and all(v == 0 for v in h["kl"])
     assert roc_auc_score(Y_TEST, aegmm.score(X_TEST)) > 0.9
 
 
-def test_save_load_roundtrip(aegmm, tmp_path):
+def test_save_load_roundtrip(aegmm_trained, tmp_path):
+    aegmm = aegmm_trained
     aegmm.infer_threshold(X_TRAIN, threshold_perc=95, batch_size=256)  # chunks shaped like X_TEST's
     vj.save_detector(aegmm, tmp_path / "aegmm")
     loaded = vj.load_detector(tmp_path / "aegmm")
