@@ -1,6 +1,7 @@
 """Sharded training and scoring on several (fake) CPU devices, several processes, and compile counts."""
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,13 @@ import pytest
 
 import vaegmm_jax as vj
 from tests.conftest import manifold_data
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on now (parallel test workers must not share one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +70,7 @@ def saved(tmp_path_factory):
 def test_two_process_jax_distributed_scoring_equals_single_process(saved, tmp_path):
     det, path, xt = saved
     np.save(tmp_path / "x.npy", xt)
-    port = 12000 + os.getpid() % 2000
+    port = _free_port()
     worker = f"""
     import sys, jax, numpy as np
     pid = int(sys.argv[1])
@@ -113,7 +121,7 @@ def test_two_process_jax_distributed_training_equals_single_process(tmp_path):
     # The workers skip the tests' persistent compilation cache: JAX uses it in process 0 only,
     # which would then wait at the first cross-process collective while process 1 compiles,
     # and Gloo waits at most 30 s for a peer.
-    port = 14000 + os.getpid() % 2000
+    port = _free_port()
     worker = f"""
     import sys, jax
     pid = int(sys.argv[1])
