@@ -166,7 +166,7 @@ def test_params_are_finite_flags_nan():
     assert not bool(gmm.params_are_finite(bad))
 
 
-@pytest.mark.parametrize("d", [1, 3, 8])
+@pytest.mark.parametrize("d", [1, 4])
 def test_unrolled_small_d_path_equals_linalg_path(d, monkeypatch):
     """The elementwise Cholesky / inverse / contractions used up to SMALL_D give the same
     energies, statistics and gradients as jnp.linalg + HIGHEST einsum (the path for large D)."""
@@ -192,3 +192,16 @@ def test_unrolled_small_d_path_equals_linalg_path(d, monkeypatch):
     if d > 1:
         indefinite = jnp.asarray(np.diag(np.r_[1.0, -1.0, np.ones(d - 2)]), jnp.float32)[None]
         assert np.isnan(np.asarray(gmm.small_cholesky(indefinite))).any()
+
+
+def test_unrolled_factor_and_inverse_at_the_largest_small_d():
+    """D = SMALL_D (8): factor and inverse against jnp.linalg / solve_triangular (no gradients:
+    compiling those through an 8 x 8 unrolled factor is the slow part of the test above)."""
+    d = gmm.SMALL_D
+    a = np.random.default_rng(8).normal(size=(3, d, d + 2))
+    cov = jnp.asarray(a @ np.swapaxes(a, 1, 2) / d, jnp.float32)
+    chol = gmm.small_cholesky(cov)
+    np.testing.assert_allclose(np.asarray(chol), np.asarray(jnp.linalg.cholesky(cov)), rtol=1e-5, atol=1e-5)
+    eye = jnp.broadcast_to(jnp.eye(d), (3, d, d))
+    expected = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    np.testing.assert_allclose(np.asarray(gmm.small_lower_inverse(chol)), np.asarray(expected), rtol=1e-4, atol=1e-5)

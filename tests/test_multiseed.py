@@ -228,6 +228,7 @@ assert {2, 3, 4} <= parts, parts
 """
 
 
+@pytest.mark.slow  # ~75 s of compilation on 2 cores (CI budget); run with --runslow
 def test_seeds_sharded_over_4_devices_equal_one_device():
     """fit_many / score_many split the seeds over 4 (fake CPU) devices; seed i equals seed i on one device."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")

@@ -112,6 +112,7 @@ def fit_and_dump(devices, out, **fit_kwargs):
 """
 
 
+@pytest.mark.slow  # ~75 s of compilation on 2 cores (CI budget); run with --runslow
 def test_two_process_jax_distributed_training_equals_single_process(tmp_path):
     X, XT, _ = manifold_data(n_in=256, n_out=16, seed=8)
     np.save(tmp_path / "x.npy", X)
