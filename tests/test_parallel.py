@@ -16,6 +16,16 @@ import vaegmm_jax as vj
 from tests.conftest import manifold_data
 
 
+def _run_two_processes(worker: str) -> None:
+    """Runs ``worker`` (Python source; argv[1] is the process id) as processes 0 and 1 at once."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(worker), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+
+
 def _free_port() -> int:
     """A TCP port nothing listens on now (parallel test workers must not share one)."""
     with socket.socket() as sock:
@@ -83,12 +93,7 @@ def test_two_process_jax_distributed_scoring_equals_single_process(saved, tmp_pa
     lo, hi = (0, half) if pid == 0 else (half, len(x))
     np.save(f"{tmp_path}/part{{pid}}.npy", det.score(x[lo:hi], batch_size=32, row_offset=lo))
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(worker), str(i)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
+    _run_two_processes(worker)
     both = np.concatenate([np.load(tmp_path / "part0.npy"), np.load(tmp_path / "part1.npy")])
     np.testing.assert_allclose(both, det.score(xt), rtol=1e-5, atol=1e-5)
 
@@ -139,12 +144,7 @@ def test_two_process_jax_distributed_training_equals_single_process(tmp_path):
         assert "same full X in every process" in str(err), err
     fit_and_dump(jax.devices(), f"{tmp_path}/proc{{pid}}.npz", checkpoint_dir="{tmp_path}/ckpt")
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(worker), str(i)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
+    _run_two_processes(worker)
     # References: one process with as many devices (the same batch sharding), and one device.
     _run(f"""
     import jax
