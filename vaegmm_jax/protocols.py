@@ -574,6 +574,19 @@ def _check_preset_fields(p, overrides: dict) -> None:
         raise TypeError(f"unknown preset fields {sorted(unknown)} for preset {p.name!r}")
 
 
+def _preset_and_fit_args(preset, overrides: dict, epochs_scale: float):
+    """(preset with ``overrides`` applied, its fit kwargs with the epochs scaled unless overridden)."""
+    from vaegmm_jax import presets
+
+    p = _preset(preset)
+    _check_preset_fields(p, overrides)
+    p = dataclasses.replace(p, **overrides) if overrides else p
+    fit = presets.fit_kwargs(p)
+    if "epochs" not in overrides:
+        fit["epochs"] = _scaled_epochs(p.epochs, epochs_scale)
+    return p, fit
+
+
 def _scaled_epochs(epochs: int, epochs_scale: float) -> int:
     if not epochs_scale > 0:
         raise ValueError(f"epochs_scale must be positive, got {epochs_scale}")
@@ -591,12 +604,7 @@ def dagmm_spec(preset, *, epochs_scale: float = 1.0, name: str = "DAGMM", **over
     """
     from vaegmm_jax import presets
 
-    p = _preset(preset)
-    _check_preset_fields(p, overrides)
-    p = dataclasses.replace(p, **overrides) if overrides else p
-    fit = presets.fit_kwargs(p)
-    if "epochs" not in overrides:
-        fit["epochs"] = _scaled_epochs(p.epochs, epochs_scale)
+    p, fit = _preset_and_fit_args(preset, overrides, epochs_scale)
     return DetectorSpec(
         name=name,
         factory=lambda s: presets.make_detector(p, seed=s),
@@ -639,13 +647,8 @@ def vaegmm_spec(
     from vaegmm_jax import presets
     from vaegmm_jax.detectors import OutlierVAEGMM
 
-    p = _preset(preset)
-    _check_preset_fields(p, overrides)
-    p = dataclasses.replace(p, **overrides) if overrides else p
+    p, fit = _preset_and_fit_args(preset, overrides, epochs_scale)
     if isinstance(p, presets.VAEGMMPreset):
-        fit = presets.fit_kwargs(p)
-        if "epochs" not in overrides:
-            fit["epochs"] = _scaled_epochs(p.epochs, epochs_scale)
         return DetectorSpec(
             name=name,
             factory=lambda s: presets.make_detector(p, seed=s),
@@ -655,9 +658,6 @@ def vaegmm_spec(
         )
     if recon not in ("dagmm", "alibi"):
         raise ValueError(f"recon must be 'dagmm' or 'alibi', got {recon!r}")
-    fit = presets.fit_kwargs(p)
-    if "epochs" not in overrides:
-        fit["epochs"] = _scaled_epochs(p.epochs, epochs_scale)
     if recon == "dagmm":
         fit.update(w_recon=1.0, cov_elbo=dict(sim=math.sqrt(0.5)))
     else:
