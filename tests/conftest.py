@@ -35,6 +35,19 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip_gpu)
 
 
+def manifold_split(n_train=1000, n_test=200, n_out=50, seed=0, n_features=20):
+    """Inliers tanh(t @ A) + noise with a 2-D latent t in n_features dims; outliers uniform off the manifold."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(2, n_features)) / np.sqrt(2)
+
+    def inliers(n):
+        return (np.tanh(rng.normal(size=(n, 2)) @ a) + 0.03 * rng.normal(size=(n, n_features))).astype(np.float32)
+
+    x_train = inliers(n_train)
+    x_test = np.concatenate([inliers(n_test), rng.uniform(-1, 1, size=(n_out, n_features)).astype(np.float32)])
+    return x_train, x_test, np.r_[np.zeros(n_test), np.ones(n_out)]
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     """The shared real-data folder (VAEGMM_DATA), or a skip with the reason."""

@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
+from tests.conftest import manifold_split
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.models import VAEModel
 from vaegmm_jax.models.vae_model import decoder_layout, top_percent_mean
@@ -23,20 +24,7 @@ from vaegmm_jax.nets.dense import MLP
 F = 20
 
 
-def manifold(n_train=1000, n_test=200, n_out=50, seed=0):
-    """Inliers tanh(t @ A) + noise with a 2-D latent t in F dims; outliers uniform off the manifold."""
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(2, F)) / np.sqrt(2)
-
-    def inliers(n):
-        return (np.tanh(rng.normal(size=(n, 2)) @ a) + 0.03 * rng.normal(size=(n, F))).astype(np.float32)
-
-    x_train = inliers(n_train)
-    x_test = np.concatenate([inliers(n_test), rng.uniform(-1, 1, size=(n_out, F)).astype(np.float32)])
-    return x_train, x_test, np.r_[np.zeros(n_test), np.ones(n_out)]
-
-
-X_TRAIN, X_TEST, Y_TEST = manifold()
+X_TRAIN, X_TEST, Y_TEST = manifold_split(n_features=F)
 
 
 def _mse_metric(x, x_recon):
