@@ -9,6 +9,7 @@ dropout 0.5, K = 4, batch 1024, Adam 1e-4) on common.make_data rows.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -25,12 +26,18 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--json", default=None)
+    p.add_argument("--epoch-compiler-options", default=None,
+                   help='JSON XLA options for the epoch program, e.g. \'{"xla_gpu_autotune_level": 0}\'')
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     import jax
     import optax
 
     import vaegmm_jax as vj
+    from vaegmm_jax import training
+
+    if args.epoch_compiler_options is not None:
+        training.EPOCH_COMPILER_OPTIONS = json.loads(args.epoch_compiler_options)
 
     x = common.make_data(args.rows)
     # start the device runtime (CUDA context, cuBLAS handles) outside the timed fit: it is a
@@ -49,6 +56,7 @@ def main(argv=None) -> int:
         "jax": jax.__version__,
         "rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size,
         "fit_s_including_compile": fit_s,
+        "epoch_compiler_options": training.EPOCH_COMPILER_OPTIONS,
         "backend_init_s": backend_init_s,
         "first_epoch_s": det.epoch_seconds[0],
         "fit_phases_s": det.fit_seconds,

@@ -168,26 +168,6 @@ class BaseDetector:
             if os.path.exists(checkpoint_dir):
                 _restore_into(self, checkpoint_dir, optimizer=optimizer)
         loss_fn = self._make_loss(X, fit_kwargs)
-        if self.params is None:
-            # one compiled program (parameters and optimizer state) instead of dozens of
-            # eagerly dispatched initialiser ops, each compiled separately on a GPU
-            model = self.model
-
-            def init_state(key, x):
-                return training.init_train_state(model.init(key, x), optimizer)
-
-            state = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)(
-                self._key(_STREAM_INIT), jnp.asarray(X[:batch_size])
-            )
-            self.params = state.params
-            self.history = {}
-            self.epochs_done = 0
-        elif self.opt_state is None or not resume:
-            state = jax.jit(
-                training.init_train_state, static_argnums=1, compiler_options=training.INIT_COMPILER_OPTIONS
-            )(self.params, optimizer)
-        else:
-            state = training.TrainState(self.params, self.opt_state, jnp.asarray(0, jnp.int32))
         self.fit_config = dict(fit_kwargs, epochs=epochs, batch_size=batch_size, optimizer=opt_desc)
 
         metric_fn = None
@@ -209,32 +189,76 @@ class BaseDetector:
                 loss_fn, optimizer, term_names, batch_size, metric_fn=metric_fn, batch_sharding=batch_sharding
             ),
             donate_argnums=0,
+            compiler_options=training.EPOCH_COMPILER_OPTIONS or None,
             # replicated results can be read by every process from its own shards
             **({"out_shardings": parallel.replicated(mesh)} if multi_process else {}),
         )
-        x_dev = parallel.put(X, parallel.replicated(mesh))
-        state = jax.tree.map(lambda a: parallel.put(a, parallel.replicated(mesh)), state)
-        # the after-fit step (the mixture) runs in each process on its own devices, on its
-        # own shards of the replicated training set (the same as x_dev in one process)
-        x_local = parallel.to_local(x_dev, self.devices)
+        if self.params is None:
+            # one compiled program (parameters and optimizer state) instead of dozens of
+            # eagerly dispatched initialiser ops, each compiled separately on a GPU
+            model = self.model
+
+            def init_state(key, x):
+                return training.init_train_state(model.init(key, x), optimizer)
+
+            init_program = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)
+            init_args = (self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
+            self.history = {}
+            self.epochs_done = 0
+        elif self.opt_state is None or not resume:
+            init_program = jax.jit(
+                training.init_train_state, static_argnums=1, compiler_options=training.INIT_COMPILER_OPTIONS
+            )
+            init_args = (self.params, optimizer)
+        else:
+            init_program = jax.jit(training.TrainState)  # the restored state as it is
+            init_args = (self.params, self.opt_state, jnp.asarray(0, jnp.int32))
         base_key = self._key(_STREAM_TRAIN)
-        # resume: train up to `epochs` in total; otherwise `epochs` more (warm start, like Keras).
-        start = self.epochs_done
-        stop = epochs if resume else start + epochs
-        progress = _progress(range(start, stop), verbose, type(self).__name__)
-        self.epoch_seconds = []
-        self.fit_seconds = {"setup": time.perf_counter() - fit_started}
-        # compile the after-fit program (the mixture) on a host thread while the device trains
-        local_params = parallel.to_local(state.params, self.devices)
-        params_like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), local_params)
-        compile_after = self._after_fit_compiler(x_local, batch_size, params_like)
-        del local_params
-        background = ThreadPoolExecutor(max_workers=1) if compile_after is not None else None
-        after_program = background.submit(compile_after) if background is not None else None
+        # The epoch program is the slowest compilation of a fit (seconds on a GPU): compile it
+        # on a host thread from the shapes alone while the initial state compiles and runs here.
+        # (Tracing holds the GIL; XLA's compilation does not.)
+        replicated = parallel.replicated(mesh)
+
+        def like(a, sharding):
+            return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding, weak_type=getattr(a, "weak_type", False))
+
+        state_like = jax.tree.map(lambda a: like(a, replicated), init_program.eval_shape(*init_args))
+        x_like = jax.ShapeDtypeStruct(X.shape, X.dtype, sharding=replicated)
+        key_like = jax.eval_shape(training.epoch_key, base_key, 0)
+        background = ThreadPoolExecutor(max_workers=2)
+        epoch_future = background.submit(lambda: train_epoch.lower(state_like, x_like, key_like).compile())
+        try:
+            state = init_program(*init_args)
+            if self.params is None:
+                self.params = state.params
+            x_dev = parallel.put(X, replicated)
+            state = jax.tree.map(lambda a: parallel.put(a, replicated), state)
+            # the after-fit step (the mixture) runs in each process on its own devices, on its
+            # own shards of the replicated training set (the same as x_dev in one process)
+            x_local = parallel.to_local(x_dev, self.devices)
+            # resume: train up to `epochs` in total; otherwise `epochs` more (warm start, like Keras).
+            start = self.epochs_done
+            stop = epochs if resume else start + epochs
+            progress = _progress(range(start, stop), verbose, type(self).__name__)
+            self.epoch_seconds = []
+            # compile the after-fit program (the mixture) on a host thread while the device trains
+            local_params = parallel.to_local(state.params, self.devices)
+            params_like = jax.tree.map(lambda a: like(a, a.sharding), local_params)
+            compile_after = self._after_fit_compiler(x_local, batch_size, params_like)
+            del local_params
+            after_program = background.submit(compile_after) if compile_after is not None else None
+            try:
+                epoch_program = epoch_future.result()
+            except Exception:  # compiled again in the foreground, where its error (if any) surfaces
+                epoch_program = train_epoch
+            self.fit_seconds = {"setup": time.perf_counter() - fit_started}  # the epoch program included
+        except BaseException:
+            background.shutdown(wait=False, cancel_futures=True)
+            raise
         try:
             for epoch in progress:
                 started = time.perf_counter()
-                state, result = train_epoch(state, x_dev, training.epoch_key(base_key, epoch))
+                state, result = epoch_program(state, x_dev, training.epoch_key(base_key, epoch))
                 terms = np.asarray(result.terms)  # the one host sync of the epoch
                 self.epoch_seconds.append(time.perf_counter() - started)
                 first_bad = int(result.first_bad_step)
@@ -257,8 +281,7 @@ class BaseDetector:
                 if checkpoint_every and (epoch + 1) % checkpoint_every == 0 and epoch + 1 < stop:
                     _save_from_fit(self, checkpoint_dir, multi_process)
         finally:
-            if background is not None:
-                background.shutdown(wait=False, cancel_futures=True)
+            background.shutdown(wait=False, cancel_futures=True)
         compiled = None
         if after_program is not None:
             try:
@@ -338,7 +361,7 @@ class BaseDetector:
         ).astype(np.float32)
 
     def _jitted_score(self, compute_dtype: str = "float32") -> Callable:
-        cache_key = (self._n_score_samples(), compute_dtype)
+        cache_key = (self._n_score_samples(), compute_dtype, getattr(self, "scoring_kernel", None))
         if cache_key not in self._score_jit:
             fn = self._score_chunk_fn(self._n_score_samples())
             if compute_dtype == "bfloat16":
