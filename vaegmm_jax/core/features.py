@@ -64,6 +64,24 @@ def _reconstruction_sums_jvp(primals, tangents):
     )
 
 
+def dagmm_features_from_sums(x: jax.Array, sums: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+    """:func:`dagmm_features` from x and the :func:`reconstruction_sums` of its reconstructions.
+
+    Args:
+      x: (N, F) inputs.
+      sums: (sq_diff, sq_recon, dot), each (..., N) (e.g. (L, N) for L samples).
+
+    Returns:
+      (..., N, 2) features, columns [rel_euclid, cosine].
+    """
+    norm_x = _safe_norm(x)  # once per row, outside the per-sample pass
+    sq_diff, sq_recon, dot = sums
+    norm_r = jnp.sqrt(sq_recon + _TINY)
+    rel_euclid = jnp.sqrt(sq_diff + _TINY) / norm_x
+    cosine = dot / (norm_x * norm_r)
+    return jnp.stack([rel_euclid, cosine], axis=-1)
+
+
 def dagmm_features(x: jax.Array, x_recon: jax.Array) -> jax.Array:
     """DAGMM paper features: [relative Euclidean distance, cosine similarity].
 
@@ -76,12 +94,7 @@ def dagmm_features(x: jax.Array, x_recon: jax.Array) -> jax.Array:
     Returns:
       (N, 2) features, columns [rel_euclid, cosine].
     """
-    norm_x = _safe_norm(x)  # once per row, outside the per-sample pass
-    sq_diff, sq_recon, dot = reconstruction_sums(x, x_recon)
-    norm_r = jnp.sqrt(sq_recon + _TINY)
-    rel_euclid = jnp.sqrt(sq_diff + _TINY) / norm_x
-    cosine = dot / (norm_x * norm_r)
-    return jnp.stack([rel_euclid, cosine], axis=-1)
+    return dagmm_features_from_sums(x, reconstruction_sums(x, x_recon))
 
 
 def alibi_eucl_cosim_features(x: jax.Array, x_recon: jax.Array, max_eucl: float = 1e2) -> jax.Array:
@@ -115,10 +128,34 @@ def alibi_eucl_cosim_features(x: jax.Array, x_recon: jax.Array, max_eucl: float 
     return jnp.stack([neg_cos, rel_euc], axis=-1)
 
 
+def alibi_features_from_sums(
+    x: jax.Array, sums: tuple[jax.Array, jax.Array, jax.Array], max_eucl: float = 1e2
+) -> jax.Array:
+    """:func:`alibi_eucl_cosim_features` from x and the :func:`reconstruction_sums`.
+
+    Args:
+      x: (N, F) inputs.
+      sums: (sq_diff, sq_recon, dot), each (..., N).
+
+    Returns:
+      (..., N, 2) features, columns [neg_cos, rel_euc].
+    """
+    sq_diff, sq_recon, dot = sums
+    sq_x = jnp.sum(x.astype(sq_recon.dtype) ** 2, axis=-1)
+    neg_cos = -dot / (jnp.sqrt(jnp.maximum(sq_x, 1e-12)) * jnp.sqrt(jnp.maximum(sq_recon, 1e-12)))
+    rel_euc = jnp.sqrt(sq_diff) / (jnp.minimum(jnp.sqrt(sq_recon), jnp.sqrt(sq_x)) - 1.0)  # alibi's eps = -1
+    return jnp.stack([neg_cos, jnp.clip(rel_euc, 0.0, max_eucl)], axis=-1)
+
+
+#: the same features computed from x and the three reconstruction sums (what the fused
+#: scoring kernel returns), keyed by the feature function they reproduce
+FEATURES_FROM_SUMS: dict[ReconFeatures, Callable] = {}
+
 RECON_FEATURES: dict[str, ReconFeatures] = {
     "dagmm": dagmm_features,
     "alibi": alibi_eucl_cosim_features,
 }
+FEATURES_FROM_SUMS.update({dagmm_features: dagmm_features_from_sums, alibi_eucl_cosim_features: alibi_features_from_sums})
 
 
 def resolve_recon_features(spec: str | ReconFeatures | None) -> tuple[str, ReconFeatures]:

@@ -35,6 +35,9 @@ class _GMMDetector(BaseDetector):
 
     loss_terms = LOSS_TERMS
     variational = True
+    #: how scoring decodes the L samples: "auto" (a fused Pallas kernel on NVIDIA GPUs for
+    #: dense decoders, XLA elsewhere) or "xla" (never the kernel). See GMMAutoencoder.sampled_z.
+    scoring_kernel: str = "auto"
 
     def __init__(
         self,
@@ -179,12 +182,12 @@ class _GMMDetector(BaseDetector):
         return self.gmm_params
 
     def _score_chunk_fn(self, n_samples: int) -> Callable:
-        model = self.model
+        model, kernel = self.model, self.scoring_kernel
 
         def score_chunk(params, gmm, x, offset, key):
             rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
             noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
-            return model.energies(params, gmm, x, noise)
+            return model.energies(params, gmm, x, noise, kernel)
 
         return score_chunk
 

@@ -21,9 +21,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vaegmm_jax.core import features as features_lib
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import ReconFeatures
+from vaegmm_jax.kernels import fused_decoder
 from vaegmm_jax.nets.adapter import Network, from_linen
 from vaegmm_jax.nets.dense import GaussianHeads
 
@@ -128,6 +130,16 @@ class GMMAutoencoder:
         z, gamma, x_recon = self.mixture_input(params, x, z_lat, train, k_rest)
         return MixtureInput(z=z, gamma=gamma, x_recon=x_recon, mean=mean, logvar=logvar)
 
+    def sampled_latents(self, params: Params, x: jax.Array, noise: jax.Array) -> jax.Array:
+        """L latent samples per row (eval mode): x (B, *S), noise (L, B, d) -> z_lat (L, B, d).
+
+        The encoder runs once per row; a deterministic model repeats its latent L times.
+        """
+        mean, logvar = self.encode(params, x)
+        if self.variational:
+            return mean[None] + jnp.exp(0.5 * logvar)[None] * noise
+        return jnp.broadcast_to(mean[None], (noise.shape[0],) + mean.shape)
+
     def sampled_mixture_inputs(self, params: Params, x: jax.Array, noise: jax.Array):
         """Mixture inputs for L latent samples per row (eval mode, no dropout).
 
@@ -140,19 +152,62 @@ class GMMAutoencoder:
         Returns:
           (z (L, B, D), gamma (L, B, K)).
         """
-        mean, logvar = self.encode(params, x)  # the encoder runs once per row
-        if self.variational:
-            z_lat = mean[None] + jnp.exp(0.5 * logvar)[None] * noise
-        else:
-            z_lat = jnp.broadcast_to(mean[None], (noise.shape[0],) + mean.shape)
-
         def one_sample(z_l):
             z, gamma, _ = self.mixture_input(params, x, z_l)
             return z, gamma
 
-        return jax.vmap(one_sample)(z_lat)
+        return jax.vmap(one_sample)(self.sampled_latents(params, x, noise))
 
-    def energies(self, params: Params, gmm: gmm_lib.GMMParams, x: jax.Array, noise: jax.Array) -> jax.Array:
+    def fused_kernel_applies(self, x: jax.Array) -> bool:
+        """Whether :meth:`sampled_z` can use the fused decoder kernel for inputs like x:
+        a dense MLP decoder on (B, F) rows and built-in reconstruction features."""
+        return (
+            x.ndim == 2
+            and self.recon_features in features_lib.FEATURES_FROM_SUMS
+            and fused_decoder.supports(self.decoder.module)
+        )
+
+    def sampled_z(self, params: Params, x: jax.Array, noise: jax.Array, kernel: str = "auto") -> jax.Array:
+        """Mixture inputs z (L, B, D) for L latent samples per row (eval mode; no gamma).
+
+        Args:
+          params: model parameters.
+          x: (B, *S) inputs.
+          noise: (L, B, d) standard normal noise.
+          kernel: "auto" (the fused Pallas decoder kernel on NVIDIA GPUs when
+            :meth:`fused_kernel_applies`, XLA elsewhere), "xla" (never the kernel),
+            "pallas" (always; GPU only) or "interpret" (the kernel in Pallas'
+            interpreter, any backend: for tests).
+
+        Returns:
+          (L, B, D) [latent, recon features].
+        """
+        if kernel not in ("auto", "xla", "pallas", "interpret"):
+            raise ValueError(f"kernel must be 'auto', 'xla', 'pallas' or 'interpret', got {kernel!r}")
+        z_lat = self.sampled_latents(params, x, noise)
+
+        def with_xla(z_lat):
+            return jax.vmap(lambda z_l: self.mixture_input(params, x, z_l)[0])(z_lat)
+
+        if kernel == "xla" or not self.fused_kernel_applies(x):
+            if kernel in ("pallas", "interpret"):
+                raise ValueError("the fused kernel needs (B, F) inputs, a dense MLP decoder and built-in recon features")
+            return with_xla(z_lat)
+
+        def with_kernel(z_lat):
+            sums = fused_decoder.differentiable_decoder_sums(
+                self.decoder.module, x, z_lat, params["decoder"], interpret=kernel == "interpret"
+            )
+            feats = features_lib.FEATURES_FROM_SUMS[self.recon_features](x, sums)
+            return jnp.concatenate([z_lat, feats.astype(z_lat.dtype)], axis=-1)
+
+        if kernel == "auto":
+            return jax.lax.platform_dependent(z_lat, cuda=with_kernel, default=with_xla)
+        return with_kernel(z_lat)
+
+    def energies(
+        self, params: Params, gmm: gmm_lib.GMMParams, x: jax.Array, noise: jax.Array, kernel: str = "auto"
+    ) -> jax.Array:
         """Mean sample energy over L latent samples.
 
         Args:
@@ -160,12 +215,13 @@ class GMMAutoencoder:
           gmm: fixed mixture parameters.
           x: (B, *S) inputs.
           noise: (L, B, d) standard normal noise.
+          kernel: how to decode (see :meth:`sampled_z`).
 
         Returns:
           (B,) scores: the arithmetic mean over the L samples of E(z_l).
         """
         cache = gmm_lib.energy_cache(gmm, self.eps)
-        z, _ = self.sampled_mixture_inputs(params, x, noise)
+        z = self.sampled_z(params, x, noise, kernel)
         e = jax.vmap(lambda z_l: gmm_lib.energy_from_cache(z_l.astype(jnp.float32), cache))(z)
         return jnp.mean(e, axis=0)
 

@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "linear": lambda v: v}
+ACTIVATIONS = {
+    "tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid, "linear": lambda v: v,
+}
 
 
 class MLP(nn.Module):
