@@ -442,6 +442,10 @@ def main(argv=None) -> int:
             os.environ["XLA_FLAGS"] = (flags + " --xla_gpu_autotune_level=0").strip()
     import jax
 
+    if not args.xla_autotune:  # the library autotunes its epoch programs (level 1) by default
+        from vaegmm_jax import training
+
+        training.EPOCH_COMPILER_OPTIONS = {"xla_gpu_autotune_level": 0}
     if args.xla_cache.lower() != "none":
         jax.config.update("jax_compilation_cache_dir", args.xla_cache)
     workers = args.workers if args.workers is not None else (1 if jax.default_backend() == "cpu" else 8)
