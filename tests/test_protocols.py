@@ -44,6 +44,64 @@ def test_contaminated_split_keeps_the_requested_fraction(c):
     np.testing.assert_array_equal(s.train[y[s.train] == 0], clean.train)
 
 
+def test_validation_split_uses_only_the_train_half():
+    y = _labels(n_normal=1800, n_anom=200)
+    for seed in (0, 7):
+        prot = protocols.dagmm_split(y, seed)
+        v = protocols.dagmm_validation_split(y, seed)
+        np.testing.assert_array_equal(v.test, prot.test)  # the protocol's test half, untouched
+        used = np.concatenate([v.train, v.val])
+        assert len(np.intersect1d(used, prot.test)) == 0  # no test row is fitted on or validated on
+        assert len(np.intersect1d(v.train, v.val)) == 0
+        # fit rows: normal rows of the train half; validation anomalies: the train half's anomalies
+        assert (y[v.train] == 0).all() and np.isin(v.train, prot.train).all()
+        val_anom = v.val[y[v.val] == 1]
+        np.testing.assert_array_equal(val_anom, prot.dropped)  # default: all of them
+        # the train half's normals are split 75 / 25 and nothing is lost
+        np.testing.assert_array_equal(np.sort(np.r_[v.train, v.val[y[v.val] == 0]]), prot.train)
+        assert len(v.val[y[v.val] == 0]) == 900 // 4 and len(v.train) == 900 - 900 // 4
+    a, b, c = (protocols.dagmm_validation_split(y, s) for s in (3, 3, 4))
+    for part in ("train", "val", "test", "dropped"):
+        np.testing.assert_array_equal(getattr(a, part), getattr(b, part))  # seeded
+    assert not np.array_equal(a.val, c.val)
+    # anomaly_ratio subsamples the validation anomalies to that ratio; the rest are unused
+    r = protocols.dagmm_validation_split(y, 3, val_frac=0.5, anomaly_ratio=0.1)
+    n_norm = int((y[r.val] == 0).sum())
+    assert n_norm == 450 and int(y[r.val].sum()) == 50 and len(r.dropped) == 50
+    assert len(np.intersect1d(np.r_[r.train, r.val, r.dropped], r.test)) == 0
+    with pytest.raises(ValueError, match="val_frac"):
+        protocols.dagmm_validation_split(y, 0, val_frac=1.0)
+    with pytest.raises(ValueError, match="anomaly_ratio"):
+        protocols.dagmm_validation_split(y, 0, anomaly_ratio=0.0)
+
+
+def test_validation_runs_never_touch_test_rows():
+    X, y = _separable(n_normal=800, n_anom=80)
+    seeds = [0, 1]
+    val = protocols.dagmm_validation_runs((X, y), seeds)
+    prot = protocols.dagmm_runs((X, y), seeds)
+    assert val.protocol == "dagmm_val" and val.threshold_rule == "ratio"
+    assert val.train_idx.shape == (2, 300) and val.labels("test").shape == (2, 100 + 40)
+    for i in range(2):
+        test_rows = prot.indices("test")[i]
+        assert len(np.intersect1d(val.train_idx[i], test_rows)) == 0
+        assert len(np.intersect1d(val.indices("test")[i], test_rows)) == 0
+        assert len(np.intersect1d(val.train_idx[i], val.indices("test")[i])) == 0
+        np.testing.assert_array_equal(val.labels("test")[i], y[val.indices("test")[i]])
+        tr = val.host("train", i)  # scaling fitted on the fit rows only
+        np.testing.assert_allclose(tr.min(axis=0), 0, atol=1e-6)
+        np.testing.assert_allclose(tr.max(axis=0), 1, atol=1e-6)
+    # KDDCUP-Rev: the validation rows come from the same per-seed subset and train half
+    Xk = np.random.default_rng(0).random((40_000, 3)).astype(np.float32)
+    yk = np.r_[np.ones(10_000), np.zeros(30_000)].astype(np.int64)  # 1 = 'normal.' in the KDD protocol
+    vr = protocols.dagmm_validation_runs((Xk, yk), [5], rev=True, scale=False)
+    pr = protocols.dagmm_runs((Xk, yk), [5], rev=True, scale=False)
+    assert len(np.intersect1d(vr.indices("test")[0], pr.indices("test")[0])) == 0
+    assert np.isin(vr.train_idx[0], pr.train_idx[0]).all()
+    # 25% of the train half's 5,000 normals plus all of its 12,159 attacks (of 24,319)
+    assert vr.labels("test").shape == (1, 1250 + 12159) and int(vr.labels("test").sum()) == 12159
+
+
 def test_split_argument_checks():
     y = _labels()
     with pytest.raises(ValueError, match="contamination"):

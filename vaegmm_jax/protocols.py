@@ -21,6 +21,10 @@ the test rows):
   ``contamination=c`` a fraction c of the train half's anomaly rows is kept in
   training (the paper's contaminated-training experiment). ``rev=True`` builds
   KDDCUP-Rev per run (all ``normal.`` rows plus 24,319 attack rows, redrawn per run).
+* :func:`dagmm_validation_runs` - model selection for the DAGMM protocol without test rows:
+  the train half's normals split into fit / validation normals (75 / 25), validation
+  anomalies = the train half's anomalies (:func:`dagmm_validation_split`); the test half
+  is never read. Select on seeds other than the reported ones.
 * :func:`alibi_kdd_runs` - alibi-detect's KDD example: 18 continuous features,
   standardised with the training mean and standard deviation, 400,000 normal rows
   drawn with replacement for training, threshold at the 95th percentile of the scores
@@ -64,8 +68,10 @@ __all__ = [
     "RunData",
     "DetectorSpec",
     "dagmm_split",
+    "dagmm_validation_split",
     "stratified_split",
     "dagmm_runs",
+    "dagmm_validation_runs",
     "alibi_kdd_runs",
     "create_outlier_batch",
     "contaminated_mnist_runs",
@@ -163,6 +169,54 @@ def dagmm_split(y, seed: int | np.random.Generator, *, contamination: float = 0.
     n_keep = int(round(float(contamination) * anomalous.size))
     train = np.sort(np.concatenate([normal, anomalous[:n_keep]]))
     return Split(train=train.astype(np.int64), test=test, dropped=np.sort(anomalous[n_keep:]).astype(np.int64))
+
+
+def dagmm_validation_split(
+    y, seed: int, *, val_frac: float = 0.25, anomaly_ratio: float | None = None, train_frac: float = 0.5
+) -> Split:
+    """A validation split carved from the train half of :func:`dagmm_split` (for model selection).
+
+    The test half is exactly ``dagmm_split(y, seed).test`` and no row of it is used:
+    the train half's normal rows are split into fit normals (``train``) and validation
+    normals (a ``val_frac`` fraction), and the validation anomalies are the train
+    half's anomaly rows (which the protocol does not train on). Hyper-parameters
+    chosen on ``val`` therefore never see a test row.
+
+    Args:
+      y: (N,) binary labels, 1 = anomaly.
+      seed: the run's seed; the test half is the protocol's for this seed, the
+        validation cut is drawn with ``default_rng([seed, 3])``.
+      val_frac: fraction of the train half's normal rows moved to validation
+        (``floor(val_frac * n)``, in (0, 1)).
+      anomaly_ratio: None keeps every train-half anomaly in ``val``; a ratio in (0, 1)
+        keeps ``round(ratio / (1 - ratio) * n_val_normal)`` of them (at most all), so
+        ``val`` has that anomaly ratio (e.g. the protocol's), the rest go to ``dropped``.
+      train_frac: size of the train half (as :func:`dagmm_split`).
+
+    Returns:
+      :class:`Split`: train = fit normals, val = validation normals + anomalies,
+      test = the protocol's test half (for reference only), dropped = unused train-half anomalies.
+    """
+    if not 0.0 < float(val_frac) < 1.0:
+        raise ValueError(f"val_frac must be in (0, 1), got {val_frac}")
+    if anomaly_ratio is not None and not 0.0 < float(anomaly_ratio) < 1.0:
+        raise ValueError(f"anomaly_ratio must be in (0, 1) or None, got {anomaly_ratio}")
+    y = _check_labels(y)
+    base = dagmm_split(y, int(seed), train_frac=train_frac)
+    rng = np.random.default_rng([int(seed), 3])
+    normal = rng.permutation(base.train)
+    n_val = int(math.floor(float(val_frac) * normal.size))
+    if n_val < 1 or n_val >= normal.size:
+        raise ValueError(f"val_frac {val_frac} leaves no fit or no validation normals ({normal.size} normal rows)")
+    anomalous = rng.permutation(base.dropped)
+    n_anom = anomalous.size
+    if anomaly_ratio is not None:
+        n_anom = min(n_anom, int(round(float(anomaly_ratio) / (1.0 - float(anomaly_ratio)) * n_val)))
+    val = np.sort(np.concatenate([normal[:n_val], anomalous[:n_anom]])).astype(np.int64)
+    return Split(
+        train=np.sort(normal[n_val:]).astype(np.int64), test=base.test,
+        dropped=np.sort(anomalous[n_anom:]).astype(np.int64), val=val,
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -371,6 +425,81 @@ def dagmm_runs(
         source=X,
         train_idx=train_idx,
         evals={"test": (np.stack(te_idx).astype(np.int64), y_test)},
+        scale=sc,
+        offset=off,
+        threshold_rule="ratio",
+        info=info,
+    )
+
+
+def dagmm_validation_runs(
+    data,
+    seeds: Sequence[int],
+    *,
+    val_frac: float = 0.25,
+    anomaly_ratio: float | None = None,
+    rev: bool = False,
+    scale: bool = True,
+    name: str | None = None,
+) -> RunData:
+    """Per-seed rows for model selection on the DAGMM protocol: no test-half row is used.
+
+    As :func:`dagmm_runs` (same KDDCUP-Rev subset and train half for a seed), but the
+    model trains on the fit normals of :func:`dagmm_validation_split` (min-max scaling
+    fitted on them) and is evaluated on its validation rows. The evaluation set is
+    named ``'test'`` so that :func:`run_protocol` scores it exactly as the protocol
+    scores its test half (top ``r`` fraction flagged, r = the validation anomaly
+    ratio); it holds train-half rows only. Use seeds other than the reported ones.
+
+    Args:
+      data, seeds, rev, scale, name: as :func:`dagmm_runs`.
+      val_frac, anomaly_ratio: as :func:`dagmm_validation_split`.
+
+    Returns:
+      :class:`RunData` with protocol 'dagmm_val', train_idx (S, n_fit) and
+      evals {'test': the validation rows (S, n_val)}.
+    """
+    X, y, cont, ds_name = _as_dataset(data)
+    y = _check_labels(y)
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows, y {y.shape[0]}")
+    seeds = tuple(int(s) for s in seeds)
+    if not seeds:
+        raise ValueError("seeds is empty")
+    tr_idx, va_idx, va_y = [], [], []
+    for s in seeds:
+        base = np.arange(X.shape[0])
+        ys = y
+        if rev:
+            _, ys, base = datasets.kddcup_rev(X, y, np.random.default_rng([s, 1]), return_index=True)
+        split = dagmm_validation_split(ys, s, val_frac=val_frac, anomaly_ratio=anomaly_ratio)
+        tr_idx.append(base[split.train])
+        va_idx.append(base[split.val])
+        va_y.append(ys[split.val])
+    train_idx = np.stack(tr_idx).astype(np.int64)
+    y_val = np.stack(va_y).astype(np.int64)
+    if scale and cont.any():
+        sc, off = _fit_affine(X, train_idx, cont, "minmax")
+    else:
+        sc = off = None
+    info = {
+        "n_train": int(train_idx.shape[1]),
+        "n_test": int(y_val.shape[1]),
+        "n_features": int(X.shape[1]),
+        "test_anomaly_ratio": float(y_val[0].mean()),
+        "contamination": 0.0,
+        "split": f"validation: fit on {1 - val_frac:.0%} of the train half's normal rows; evaluate on the other "
+        f"{val_frac:.0%} plus " + ("all" if anomaly_ratio is None else f"(ratio {anomaly_ratio:g})")
+        + " of the train half's anomalies; the test half is not used",
+        "scaling": "min-max of the continuous columns, fitted on the fit rows" if scale else "none",
+    }
+    return RunData(
+        protocol="dagmm_val",
+        dataset=name or ("kddcup_rev" if rev else ds_name),
+        seeds=seeds,
+        source=X,
+        train_idx=train_idx,
+        evals={"test": (np.stack(va_idx).astype(np.int64), y_val)},
         scale=sc,
         offset=off,
         threshold_rule="ratio",
