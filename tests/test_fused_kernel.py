@@ -1,7 +1,8 @@
 """The fused decoder + reconstruction-sums kernel (Pallas) against the XLA path.
 
 On CPU the kernel runs in Pallas' interpreter (same kernel code, same padding and
-block logic); the GPU test compiles it with Triton.
+block logic); the GPU test compiles it with Triton. Interpreter comparisons run at
+HIGHEST matmul precision, so that they also hold on GPUs (whose default is TF32).
 """
 
 import jax
@@ -9,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+highest = jax.default_matmul_precision("highest")
 
 import vaegmm_jax as vj
 from vaegmm_jax.core.features import reconstruction_sums
@@ -32,6 +35,7 @@ def _xla_sums(module, params, x, z_lat):
     [((10, 30, 60, 120), "tanh", "linear", 200),  # KDD shape, rows not a multiple of the block
      ((5, 24), "relu", "tanh", 64)],  # odd widths; tanh(0) = 0 needs no mask
 )
+@highest
 def test_kernel_sums_equal_xla(features, activation, out_activation, n_rows):
     module, params = _decoder(features, activation, out_activation)
     x = jax.random.normal(jax.random.PRNGKey(1), (n_rows, features[-1]))
@@ -43,6 +47,7 @@ def test_kernel_sums_equal_xla(features, activation, out_activation, n_rows):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(w))))
 
 
+@highest
 def test_padded_output_columns_are_masked_when_activation_of_zero_is_not_zero():
     # sigmoid(0) = 0.5: the 12 padded output columns (20 -> 32) must not enter the sums
     module, params = _decoder((8, 20), "tanh", "sigmoid")
@@ -53,6 +58,7 @@ def test_padded_output_columns_are_masked_when_activation_of_zero_is_not_zero():
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-5)
 
 
+@highest
 def test_bf16_weights_accumulate_in_float32():
     module, params = _decoder((10, 30, 60, 120))
     x = jax.random.normal(jax.random.PRNGKey(1), (64, 120))
@@ -84,6 +90,7 @@ def fitted_vaegmm():
     return det, x
 
 
+@highest
 def test_model_scores_and_gradients_equal_through_the_kernel(fitted_vaegmm):
     det, x = fitted_vaegmm
     model, params, gmm = det.model, det.params, det.gmm_params
