@@ -241,17 +241,18 @@ class BaseDetector:
             stop = epochs if resume else start + epochs
             progress = _progress(range(start, stop), verbose, type(self).__name__)
             self.epoch_seconds = []
-            # compile the after-fit program (the mixture) on a host thread while the device trains
-            local_params = parallel.to_local(state.params, self.devices)
-            params_like = jax.tree.map(lambda a: like(a, a.sharding), local_params)
-            compile_after = self._after_fit_compiler(x_local, batch_size, params_like)
-            del local_params
-            after_program = background.submit(compile_after) if compile_after is not None else None
             try:
                 epoch_program = epoch_future.result()
             except Exception:  # compiled again in the foreground, where its error (if any) surfaces
                 epoch_program = train_epoch
             self.fit_seconds = {"setup": time.perf_counter() - fit_started}  # the epoch program included
+            # compile the after-fit program (the mixture) on a host thread while the device trains
+            # (not earlier: it would compete with the epoch program's compilation)
+            local_params = parallel.to_local(state.params, self.devices)
+            params_like = jax.tree.map(lambda a: like(a, a.sharding), local_params)
+            compile_after = self._after_fit_compiler(x_local, batch_size, params_like)
+            del local_params
+            after_program = background.submit(compile_after) if compile_after is not None else None
         except BaseException:
             background.shutdown(wait=False, cancel_futures=True)
             raise
