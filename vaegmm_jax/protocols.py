@@ -383,6 +383,36 @@ def dagmm_runs(
     Returns:
       :class:`RunData` with train_idx (S, n_train) and evals {'test': (idx (S, n_test), y (S, n_test))}.
     """
+    def split(ys, seed):
+        parts = dagmm_split(ys, seed, contamination=contamination)
+        return parts.train, parts.test
+
+    X, cont, ds_name, seeds, train_idx, test_idx, y_test, y_train = _split_each_seed(data, seeds, rev, split)
+    info = {
+        "n_train": int(train_idx.shape[1]),
+        "n_test": int(y_test.shape[1]),
+        "n_features": int(X.shape[1]),
+        "test_anomaly_ratio": float(y_test[0].mean()),
+        "train_anomaly_fraction": float(np.mean([yt.mean() for yt in y_train])),
+        "contamination": float(contamination),
+        "split": "stratified random 50/50; train = normal rows of the train half"
+        + (f" + {contamination:.0%} of its anomalies" if contamination else ""),
+        "scaling": "min-max of the continuous columns, fitted on the training rows" if scale else "none",
+    }
+    return _ratio_run_data("dagmm", name or ("kddcup_rev" if rev else ds_name), X, cont, scale, seeds,
+                           train_idx, test_idx, y_test, info)
+
+
+def _split_each_seed(data, seeds: Sequence[int], rev: bool, split: Callable):
+    """Validated data and each seed's (train, eval) rows.
+
+    ``split(ys (n,), seed) -> (train positions, eval positions)`` into the seed's data set
+    (the KDDCUP-Rev subset drawn with ``default_rng([seed, 1])`` when ``rev``).
+
+    Returns:
+      (X, continuous, name, seeds, train_idx (S, n), eval_idx (S, m), eval_y (S, m),
+      train_y: S label arrays), indices into X.
+    """
     X, y, cont, ds_name = _as_dataset(data)
     y = _check_labels(y)
     if X.shape[0] != y.shape[0]:
@@ -390,45 +420,29 @@ def dagmm_runs(
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise ValueError("seeds is empty")
-    tr_idx, te_idx, te_y, ratio_train = [], [], [], []
+    tr_idx, ev_idx, ev_y, tr_y = [], [], [], []
     for s in seeds:
-        base = np.arange(X.shape[0])
-        ys = y
+        base, ys = np.arange(X.shape[0]), y
         if rev:
             _, ys, base = datasets.kddcup_rev(X, y, np.random.default_rng([s, 1]), return_index=True)
-        split = dagmm_split(ys, s, contamination=contamination)
-        tr_idx.append(base[split.train])
-        te_idx.append(base[split.test])
-        te_y.append(ys[split.test])
-        ratio_train.append(float(ys[split.train].mean()))
-    train_idx = np.stack(tr_idx).astype(np.int64)
-    y_test = np.stack(te_y).astype(np.int64)
+        train, evaluate = split(ys, s)
+        tr_idx.append(base[train])
+        ev_idx.append(base[evaluate])
+        ev_y.append(ys[evaluate])
+        tr_y.append(ys[train])
+    return (X, cont, ds_name, seeds, np.stack(tr_idx).astype(np.int64), np.stack(ev_idx).astype(np.int64),
+            np.stack(ev_y).astype(np.int64), tr_y)
+
+
+def _ratio_run_data(protocol, dataset, X, cont, scale, seeds, train_idx, eval_idx, eval_y, info) -> RunData:
+    """RunData scored on 'test' at the anomaly-ratio threshold, min-max scaled on the training rows."""
     if scale and cont.any():
         sc, off = _fit_affine(X, train_idx, cont, "minmax")
     else:
         sc = off = None
-    info = {
-        "n_train": int(train_idx.shape[1]),
-        "n_test": int(y_test.shape[1]),
-        "n_features": int(X.shape[1]),
-        "test_anomaly_ratio": float(y_test[0].mean()),
-        "train_anomaly_fraction": float(np.mean(ratio_train)),
-        "contamination": float(contamination),
-        "split": "stratified random 50/50; train = normal rows of the train half"
-        + (f" + {contamination:.0%} of its anomalies" if contamination else ""),
-        "scaling": "min-max of the continuous columns, fitted on the training rows" if scale else "none",
-    }
     return RunData(
-        protocol="dagmm",
-        dataset=name or ("kddcup_rev" if rev else ds_name),
-        seeds=seeds,
-        source=X,
-        train_idx=train_idx,
-        evals={"test": (np.stack(te_idx).astype(np.int64), y_test)},
-        scale=sc,
-        offset=off,
-        threshold_rule="ratio",
-        info=info,
+        protocol=protocol, dataset=dataset, seeds=seeds, source=X, train_idx=train_idx,
+        evals={"test": (eval_idx, eval_y)}, scale=sc, offset=off, threshold_rule="ratio", info=info,
     )
 
 
@@ -459,29 +473,11 @@ def dagmm_validation_runs(
       :class:`RunData` with protocol 'dagmm_val', train_idx (S, n_fit) and
       evals {'test': the validation rows (S, n_val)}.
     """
-    X, y, cont, ds_name = _as_dataset(data)
-    y = _check_labels(y)
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} rows, y {y.shape[0]}")
-    seeds = tuple(int(s) for s in seeds)
-    if not seeds:
-        raise ValueError("seeds is empty")
-    tr_idx, va_idx, va_y = [], [], []
-    for s in seeds:
-        base = np.arange(X.shape[0])
-        ys = y
-        if rev:
-            _, ys, base = datasets.kddcup_rev(X, y, np.random.default_rng([s, 1]), return_index=True)
-        split = dagmm_validation_split(ys, s, val_frac=val_frac, anomaly_ratio=anomaly_ratio)
-        tr_idx.append(base[split.train])
-        va_idx.append(base[split.val])
-        va_y.append(ys[split.val])
-    train_idx = np.stack(tr_idx).astype(np.int64)
-    y_val = np.stack(va_y).astype(np.int64)
-    if scale and cont.any():
-        sc, off = _fit_affine(X, train_idx, cont, "minmax")
-    else:
-        sc = off = None
+    def split(ys, seed):
+        parts = dagmm_validation_split(ys, seed, val_frac=val_frac, anomaly_ratio=anomaly_ratio)
+        return parts.train, parts.val
+
+    X, cont, ds_name, seeds, train_idx, val_idx, y_val, _ = _split_each_seed(data, seeds, rev, split)
     info = {
         "n_train": int(train_idx.shape[1]),
         "n_test": int(y_val.shape[1]),
@@ -493,18 +489,8 @@ def dagmm_validation_runs(
         + " of the train half's anomalies; the test half is not used",
         "scaling": "min-max of the continuous columns, fitted on the fit rows" if scale else "none",
     }
-    return RunData(
-        protocol="dagmm_val",
-        dataset=name or ("kddcup_rev" if rev else ds_name),
-        seeds=seeds,
-        source=X,
-        train_idx=train_idx,
-        evals={"test": (np.stack(va_idx).astype(np.int64), y_val)},
-        scale=sc,
-        offset=off,
-        threshold_rule="ratio",
-        info=info,
-    )
+    return _ratio_run_data("dagmm_val", name or ("kddcup_rev" if rev else ds_name), X, cont, scale, seeds,
+                           train_idx, val_idx, y_val, info)
 
 
 def create_outlier_batch(y, n_samples: int, perc_outlier: float, rng: np.random.Generator) -> np.ndarray:
