@@ -14,7 +14,6 @@ import pytest
 highest = jax.default_matmul_precision("highest")
 
 import vaegmm_jax as vj
-from vaegmm_jax.core.features import reconstruction_sums
 from vaegmm_jax.kernels import fused_decoder as fd
 from vaegmm_jax.nets.dense import MLP
 
@@ -23,11 +22,6 @@ def _decoder(features, activation="tanh", out_activation="linear", latent=2, see
     module = MLP(features=features, activation=activation, out_activation=out_activation)
     params = module.init(jax.random.PRNGKey(seed), jnp.zeros((1, latent)))["params"]
     return module, params
-
-
-def _xla_sums(module, params, x, z_lat):
-    x_recon = jax.vmap(lambda z: module.apply({"params": params}, z))(z_lat)
-    return reconstruction_sums(jnp.broadcast_to(x, x_recon.shape), x_recon)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +35,7 @@ def test_kernel_sums_equal_xla(features, activation, out_activation, n_rows):
     x = jax.random.normal(jax.random.PRNGKey(1), (n_rows, features[-1]))
     z_lat = jax.random.normal(jax.random.PRNGKey(2), (3, n_rows, 2))
     got = fd.decoder_sums(fd.dense_stack(module, params, 2), x, z_lat, interpret=True)
-    want = _xla_sums(module, params, x, z_lat)
+    want = fd.xla_decoder_sums(module, params, x, z_lat)
     for g, w in zip(got, want):
         assert g.shape == (3, n_rows) and g.dtype == jnp.float32
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(w))))
@@ -54,7 +48,7 @@ def test_padded_output_columns_are_masked_when_activation_of_zero_is_not_zero():
     x = jax.random.uniform(jax.random.PRNGKey(1), (40, 20))
     z_lat = jax.random.normal(jax.random.PRNGKey(2), (2, 40, 2))
     got = fd.decoder_sums(fd.dense_stack(module, params, 2), x, z_lat, interpret=True)
-    for g, w in zip(got, _xla_sums(module, params, x, z_lat)):
+    for g, w in zip(got, fd.xla_decoder_sums(module, params, x, z_lat)):
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-5)
 
 
@@ -65,7 +59,7 @@ def test_bf16_weights_accumulate_in_float32():
     z_lat = jax.random.normal(jax.random.PRNGKey(2), (2, 64, 2))
     stack = fd.dense_stack(module, jax.tree.map(lambda a: a.astype(jnp.bfloat16), params), 2)
     got = fd.decoder_sums(stack, x.astype(jnp.bfloat16), z_lat, interpret=True)
-    want = _xla_sums(module, params, x, z_lat)
+    want = fd.xla_decoder_sums(module, params, x, z_lat)
     assert all(g.dtype == jnp.float32 for g in got)
     # bf16 inputs (8 mantissa bits): close to the fp32 sums, not equal
     for g, w in zip(got, want):

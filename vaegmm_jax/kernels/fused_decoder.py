@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from vaegmm_jax.core.features import reconstruction_sums
 from vaegmm_jax.nets.dense import ACTIVATIONS, MLP
 
 #: rows per kernel program and Triton warps per program. On an H100 (KDD shape, L = 10,
@@ -64,9 +65,8 @@ def _padded(n: int) -> int:
 
 
 def supports(decoder_module: Any) -> bool:
-    """True when ``decoder_module`` is a dense MLP this kernel can run (no dropout at eval)."""
-    return isinstance(decoder_module, MLP) and decoder_module.activation in ACTIVATIONS \
-        and decoder_module.out_activation in ACTIVATIONS
+    """True when ``decoder_module`` is a dense MLP, which this kernel can run (dropout is off at eval)."""
+    return isinstance(decoder_module, MLP)
 
 
 def dense_stack(decoder_module: MLP, decoder_params: Any, in_dim: int) -> DenseStack:
@@ -171,12 +171,28 @@ def decoder_sums(
     return tuple(s[:, :n_rows] for s in sums)
 
 
+def xla_decoder_sums(decoder: Any, decoder_params: Any, x: jax.Array, z_lat: jax.Array):
+    """The same sums as :func:`decoder_sums` with plain XLA ops (reference and derivatives).
+
+    Args:
+      decoder: the :class:`~vaegmm_jax.nets.dense.MLP` module.
+      decoder_params: its 'params' collection.
+      x: (B, F) inputs.
+      z_lat: (L, B, d) latent samples.
+
+    Returns:
+      (sq_diff, sq_recon, dot), each (L, B).
+    """
+    x_recon = jax.vmap(lambda z: decoder.apply({"params": decoder_params}, z))(z_lat)
+    return reconstruction_sums(jnp.broadcast_to(x, x_recon.shape), x_recon)
+
+
 def differentiable_decoder_sums(decoder: Any, x: jax.Array, z_lat: jax.Array, decoder_params: Any, *,
                                 interpret: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
     """:func:`decoder_sums` of an MLP decoder straight from its Flax parameters, with derivatives.
 
     The values come from the kernel; derivatives (jax.grad / jax.jvp with respect to
-    any of x, z_lat or the parameters) come from the same maths in XLA ops, since a
+    any of x, z_lat or the parameters) come from :func:`xla_decoder_sums`, since a
     Pallas kernel has no autodiff rule of its own.
 
     Args:
@@ -189,36 +205,16 @@ def differentiable_decoder_sums(decoder: Any, x: jax.Array, z_lat: jax.Array, de
     Returns:
       (sq_diff, sq_recon, dot), each (L, B) float32.
     """
-    from vaegmm_jax.core.features import reconstruction_sums
-
-    def with_xla(params, x, z_lat):
-        x_recon = jax.vmap(lambda z: decoder.apply({"params": params}, z))(z_lat)
-        return reconstruction_sums(jnp.broadcast_to(x, x_recon.shape), x_recon)
-
     @jax.custom_jvp
     def sums(params, x, z_lat):
         return decoder_sums(dense_stack(decoder, params, z_lat.shape[-1]), x, z_lat, interpret=interpret)
 
     @sums.defjvp
     def _(primals, tangents):
-        return sums(*primals), jax.jvp(with_xla, primals, tangents)[1]
+        return sums(*primals), jax.jvp(functools.partial(xla_decoder_sums, decoder), primals, tangents)[1]
 
     return sums(decoder_params, x, z_lat)
 
 
-def reference_decoder_sums(stack: DenseStack, x: jax.Array, z_lat: jax.Array):
-    """The same sums with plain XLA ops (the reference the kernel is tested against)."""
-    from vaegmm_jax.core.features import reconstruction_sums
-
-    act, out_act = ACTIVATIONS[stack.activation], ACTIVATIONS[stack.out_activation]
-    h = z_lat
-    for i, (w, b) in enumerate(zip(stack.weights, stack.biases)):
-        w_in = w[: h.shape[-1]]
-        h = jnp.dot(h.astype(w.dtype), w_in, preferred_element_type=jnp.float32) + b[0].astype(jnp.float32)
-        h = act(h) if i < len(stack.weights) - 1 else out_act(h)
-    return reconstruction_sums(jnp.broadcast_to(x, h.shape[:-1] + x.shape[-1:]), h[..., : stack.out_dim])
-
-
-__all__: Sequence[str] = ("BLOCK_ROWS", "DenseStack", "supports", "dense_stack", "decoder_sums",
-                          "differentiable_decoder_sums",
-                          "reference_decoder_sums")
+__all__: Sequence[str] = ("BLOCK_ROWS", "NUM_WARPS", "DenseStack", "supports", "dense_stack", "decoder_sums",
+                          "xla_decoder_sums", "differentiable_decoder_sums")
