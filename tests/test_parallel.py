@@ -92,10 +92,28 @@ def test_two_process_jax_distributed_scoring_equals_single_process(saved, tmp_pa
     half = (len(x) + 1) // 2
     lo, hi = (0, half) if pid == 0 else (half, len(x))
     np.save(f"{tmp_path}/part{{pid}}.npy", det.score(x[lo:hi], batch_size=32, row_offset=lo))
+    # One process alone saves or loads (Orbax's collective default would wait for the other).
+    if pid == 0:
+        vj.save_detector(det, "{tmp_path}/by_process0")
+        open("{tmp_path}/saved0", "w").close()
+    else:
+        try:
+            vj.save_detector(det, "{tmp_path}/by_process1")
+            raise SystemExit("process 1 saved without an error")
+        except vj.CheckpointError as e:
+            assert "process 1" in str(e) and "process 0" in str(e), e
+        import os, time
+        while not os.path.exists("{tmp_path}/saved0"):
+            time.sleep(0.05)
+        np.save("{tmp_path}/reloaded1.npy", vj.load_detector("{tmp_path}/by_process0").score(x, batch_size=32))
     """
     _run_two_processes(worker)
     both = np.concatenate([np.load(tmp_path / "part0.npy"), np.load(tmp_path / "part1.npy")])
     np.testing.assert_allclose(both, det.score(xt), rtol=1e-5, atol=1e-5)
+    # what process 0 saved on its own is complete: it loads here and, alone, in process 1
+    np.testing.assert_array_equal(vj.load_detector(tmp_path / "by_process0").score(xt), det.score(xt))
+    np.testing.assert_array_equal(np.load(tmp_path / "reloaded1.npy"), det.score(xt, batch_size=32))
+    assert not (tmp_path / "by_process1").exists()
 
 
 # Trains on `devices` and writes what the fit fixed to `out` (.npz); shared by the two-process

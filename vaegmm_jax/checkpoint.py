@@ -87,13 +87,28 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_arrays(directory: Path, flat: dict[str, np.ndarray]) -> None:
+def _local_checkpointer():
+    """An Orbax PyTree checkpointer that involves this process only.
+
+    Orbax's default is collective across a ``jax.distributed`` session (every process
+    must call save/restore), which hangs a save or load made by one process alone. The
+    arrays here are host NumPy arrays: any process can restore them on its own, and
+    process 0 can write them on its own (Orbax writes NumPy arrays from process 0 only,
+    whatever the options; `save_detector` refuses other processes).
+    """
     import orbax.checkpoint as ocp
 
+    me = jax.process_index()
+    local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
+                            multiprocessing_options=local)
+
+
+def _write_arrays(directory: Path, flat: dict[str, np.ndarray]) -> None:
     # Orbax wants string keys without slashes at one level; keep the names in a list.
     names = sorted(flat)
     tree = {f"a{i:05d}": flat[n] for i, n in enumerate(names)}
-    with ocp.PyTreeCheckpointer() as ckptr:
+    with _local_checkpointer() as ckptr:
         ckptr.save(directory / _ARRAYS_DIR, tree)
     (directory / "array_names.json").write_text(json.dumps(names))
 
@@ -105,7 +120,7 @@ def _read_arrays(directory: Path) -> dict[str, np.ndarray]:
     if not names_file.is_file() or not (directory / _ARRAYS_DIR).is_dir():
         raise CheckpointError(f"{directory} is not a complete checkpoint: missing arrays")
     names = json.loads(names_file.read_text())
-    with ocp.PyTreeCheckpointer() as ckptr:
+    with _local_checkpointer() as ckptr:
         meta = ckptr.metadata(directory / _ARRAYS_DIR)
         tree_meta = getattr(meta, "item_metadata", None) or getattr(meta, "tree", None) or meta
         try:
@@ -129,6 +144,11 @@ def save_detector(detector, path: str | os.PathLike) -> Path:
     version), fit settings, history and optimizer state.
     """
     detector._check_fitted()
+    if jax.process_index() != 0:
+        # Orbax writes NumPy arrays from process 0 only: elsewhere the folder would lack them.
+        raise CheckpointError(
+            f"save_detector is called in process {jax.process_index()} of a jax.distributed "
+            "session; save from process 0 (every process holds the same fitted state)")
     path = Path(path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
@@ -423,21 +422,11 @@ class BaseDetector:
 
 
 def _save_from_fit(detector: BaseDetector, path, multi_process: bool) -> None:
-    """save_detector(detector, path), once per multi-process fit.
-
-    Across processes Orbax saves collectively (every process must take part; the
-    replicated arrays are written by process 0 only), so every process saves but only
-    process 0 writes to ``path`` (all hold the same state); the others write to a
-    temporary folder that is removed, instead of racing process 0 with folders
-    that lack the arrays.
-    """
+    """save_detector(detector, path) from process 0 only: every process holds the same state."""
     from vaegmm_jax.checkpoint import save_detector
 
     if not multi_process or jax.process_index() == 0:
         save_detector(detector, path)
-        return
-    with tempfile.TemporaryDirectory() as scratch:
-        save_detector(detector, os.path.join(scratch, "detector"))
 
 
 def _in_dtype(fn: Callable, dtype) -> Callable:
