@@ -34,8 +34,8 @@ FIT = dict(optimizer=optax.adam(3e-3), epochs=3, batch_size=32, verbose=False)
 
 
 def _conv_nets(output="sigmoid"):
-    # The notebook's architecture with 4x fewer channels: XLA's CPU convolutions are slow
-    # (~10 ms per 16x16 image per step with 32/64 channels), and this is about the path.
+    # The notebook's architecture with 4x fewer channels: these tests are about the path,
+    # not the capacity, and smaller convolutions keep the CPU suite fast.
     return dict(encoder_net=conv_encoder(features=(8, 16)),
                 decoder_net=conv_decoder((H, W, 1), output=output, features=(16, 8)))
 

@@ -13,12 +13,13 @@ padding, so H and W must be divisible by 2 ** len(features) (4 by default).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vaegmm_jax.nets.conv_ops import conv_transpose
 from vaegmm_jax.nets.dense import ACTIVATIONS
 
 
@@ -34,6 +35,36 @@ def kernel_init(key, shape, dtype=jnp.float32):
     std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
     flat = jax.random.truncated_normal(key, -2.0, 2.0, (math.prod(shape),), dtype)
     return (flat * std).astype(dtype).reshape(shape)
+
+class ConvTranspose(nn.Module):
+    """Flax's ``nn.ConvTranspose`` (SAME padding, bias) computed by :func:`conv_ops.conv_transpose`.
+
+    Same parameters ('kernel' (kh, kw, C_in, C_out), 'bias' (C_out,) zeros), same maths;
+    only the strided case is computed in the sub-pixel form on CPU, where XLA's kernel
+    gradient of a dilated convolution is slow. The decoder names the layers
+    ``ConvTranspose_i`` as Flax's auto-naming did, so saved parameter trees are unchanged.
+
+    Attributes:
+      features: output channels.
+      kernel_size: (kh, kw).
+      strides: (sh, sw).
+      kernel_init: kernel initializer.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    kernel_init: Callable = kernel_init
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = (int(k) for k in self.kernel_size)
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        dtype = jnp.result_type(x, kernel, bias)  # Flax's promote_dtype
+        y = conv_transpose(x.astype(dtype), kernel.astype(dtype), self.strides)
+        return y + bias.astype(dtype)
+
 
 #: decoder output transforms: 'sigmoid' (mean of pixels in [0, 1]), 'logits' (for
 #: the Bernoulli likelihood: the BCE is computed from logits), 'linear' (a Gaussian mean).
@@ -97,9 +128,9 @@ class ConvDecoder(nn.Module):
         z = z.reshape((z.shape[0], -1))
         x = act(nn.Dense((h // scale) * (w // scale) * self.features[0])(z))
         x = x.reshape((z.shape[0], h // scale, w // scale, self.features[0]))
-        for width in self.features:
-            x = act(nn.ConvTranspose(width, k, strides=(2, 2), padding="SAME", kernel_init=kernel_init)(x))
-        x = nn.ConvTranspose(self.channels or c, k, strides=(1, 1), padding="SAME", kernel_init=kernel_init)(x)
+        for i, width in enumerate(self.features):
+            x = act(ConvTranspose(width, k, strides=(2, 2), name=f"ConvTranspose_{i}")(x))
+        x = ConvTranspose(self.channels or c, k, strides=(1, 1), name=f"ConvTranspose_{len(self.features)}")(x)
         if self.output == "sigmoid":
             return nn.sigmoid(x)
         return x  # 'logits' and 'linear' are both the raw output
