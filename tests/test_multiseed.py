@@ -118,6 +118,24 @@ def test_fit_many_argument_errors():
         fit_many(_vaegmm, np.stack([X, X, X]), SEEDS, per_seed_data=True, epochs=1)
 
 
+@pytest.mark.parametrize("seed_batch_size", [1, 2])
+def test_seed_groups_equal_vmapped_seeds(seed_batch_size):
+    """lax.map over groups of seeds (conv nets on a CPU) computes what the vmapped program does."""
+    X, X_test = _data()
+    seeds = (3, 7, 11)  # 3 seeds in groups of 2: a remainder group too
+    fit_args = dict(epochs=2, batch_size=64, w_recon=1.0, cov_elbo=dict(sim=0.5), optimizer=optax.adam(1e-3))
+    ref = fit_many(_vaegmm, X, seeds, **fit_args)
+    grouped = fit_many(_vaegmm, X, seeds, seed_batch_size=seed_batch_size, **fit_args)
+    assert grouped.seed_batch_size == seed_batch_size
+    for a, b in zip(_leaves(ref.params), _leaves(grouped.params)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    for a, b in zip(_leaves(ref.extra), _leaves(grouped.extra)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(score_many(grouped, X_test), score_many(ref, X_test), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="seed_batch_size"):
+        fit_many(_vaegmm, X, seeds, seed_batch_size=0, **fit_args)
+
+
 def test_seed_split_over_devices():
     """Each device gets ceil(S / D) seeds, on the fewest devices that allows; padding only fills the last."""
     assert _seed_split(4, 4) == (4, 0)
@@ -217,6 +235,14 @@ assert five.ok.all() and five.failed_epoch.shape == (5,)
 five_s = score_many(five, XTs, per_seed_data=True)
 assert five_s.shape == (5, 24)
 np.testing.assert_allclose(five_s, score_many(ref5, XTs, per_seed_data=True), rtol=1e-4, atol=1e-4)
+
+# seed groups run one after the other on one device: refused when the seeds are split over 4
+try:
+    fit_many(make, X, seeds[:4], seed_batch_size=1, **args)
+except ValueError as e:
+    assert "seed_batch_size" in str(e) and "4 devices" in str(e), e
+else:
+    raise AssertionError("seed_batch_size on 4 devices did not raise")
 
 # the programs were partitioned by seeds (4, 3 and 2 partitions), with no communication
 parts = set()

@@ -663,6 +663,8 @@ class DetectorSpec:
         (higher = more normal), e.g. IsolationForest; used when ``factory`` is None.
       score_chunk: rows per scoring chunk (all seeds at once).
       epochs_per_call: epochs per jitted training call.
+      seed_batch_size: seeds trained and scored together (``multiseed.fit_many``);
+        None vmaps all of them (1 is fastest for conv nets on a CPU).
       description: plain-words settings for the report.
     """
 
@@ -672,6 +674,7 @@ class DetectorSpec:
     sklearn_factory: Callable[[int], Any] | None = None
     score_chunk: int = 16384
     epochs_per_call: int | None = 1000
+    seed_batch_size: int | None = None
     description: str = ""
 
 
@@ -808,6 +811,7 @@ def vae_spec(
     hidden: tuple[int, ...] | None = None,
     samples: int = 10,
     score_chunk: int = 16384,
+    seed_batch_size: int | None = None,
 ) -> DetectorSpec:
     """OutlierVAE; with a DAGMM preset, its encoder widths, latent size and schedule.
 
@@ -819,6 +823,7 @@ def vae_spec(
       likelihood: 'gaussian' or 'bernoulli' (images in [0, 1]).
       samples: L.
       score_chunk: rows per scoring chunk.
+      seed_batch_size: see :class:`DetectorSpec`.
     """
     import optax
 
@@ -843,6 +848,7 @@ def vae_spec(
         factory=factory,
         fit_args=dict(epochs=ep, batch_size=bs, optimizer=optax.adam(lr)),
         score_chunk=score_chunk,
+        seed_batch_size=seed_batch_size,
         description=f"OutlierVAE {score_type}, {likelihood}, latent {lat}, hidden {hid or 'default'}, {ep} epochs, "
         f"batch {bs}, Adam lr {lr:g}, L {samples}",
     )
@@ -935,7 +941,7 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
         t0 = time.perf_counter()
         fit = multiseed.fit_many(
             spec.factory, data.device("train"), data.seeds, per_seed_data=True,
-            epochs_per_call=spec.epochs_per_call, **spec.fit_args,
+            epochs_per_call=spec.epochs_per_call, seed_batch_size=spec.seed_batch_size, **spec.fit_args,
         )
         all_scores = {
             k: multiseed.score_many(fit, data.device(k), per_seed_data=True, chunk_size=spec.score_chunk)
