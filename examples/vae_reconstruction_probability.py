@@ -65,7 +65,7 @@ def main() -> None:
     print(f"data: {what}; train {x_train.shape}, test {x_test.shape} with {int(y_test.sum())} outliers")
     if use_images:
         # pixels in [0, 1]: Bernoulli likelihood; the default nets for images are the notebook's conv nets
-        # (XLA's CPU convolutions are slow: few images, epochs and samples keep this short)
+        # (few images, epochs and samples keep this short on a CPU)
         configs = {"mse (Bernoulli, conv)": dict(score_type="mse", likelihood="bernoulli", latent_dim=3, samples=3),
                    "recon_prob (Bernoulli, conv)": dict(score_type="recon_prob", likelihood="bernoulli", latent_dim=3,
                                                         samples=3)}
