@@ -3,7 +3,7 @@ and vmapped seeds against seed groups, side by side in one process.
 
     python benchmarks/conv_speed.py --out benchmarks/results/conv_speed_cpu.json
 
-Measures, for the teaching notebook's conv nets (28x28x1, latent 3, batch 128):
+Measures, for the teaching notebook's conv nets (28x28x1, latent 3, batch 128 by default):
 1. per layer: the gradient of the decoder's three transposed convolutions with respect to
    the kernel and to the input, XLA form (``lax.conv_transpose``) vs sub-pixel form;
 2. one full training step of ``OutlierVAE`` (Bernoulli likelihood) with the library's
@@ -73,26 +73,26 @@ def layer_rows(batch: int, repeats: int) -> list[dict]:
     return rows
 
 
-def step_ms(images: np.ndarray, repeats: int) -> float:
-    """Steady milliseconds per training step (batch 128): a fit of 1 + R epochs minus a fit of 1
+def step_ms(images: np.ndarray, batch: int, repeats: int) -> float:
+    """Steady milliseconds per training step: a fit of 1 + R epochs minus a fit of 1
     (both compile the same program), divided by R epochs' steps."""
-    fit_args = dict(batch_size=128, optimizer=optax.adam(1e-3), verbose=False)
+    fit_args = dict(batch_size=batch, optimizer=optax.adam(1e-3), verbose=False)
     walls = []
     for epochs in (1, 1 + repeats):
         det = OutlierVAE(score_type="mse", likelihood="bernoulli", latent_dim=3, seed=0)
         t0 = time.perf_counter()
         det.fit(images, epochs=epochs, **fit_args)
         walls.append(time.perf_counter() - t0)
-    return 1e3 * (walls[1] - walls[0]) / (repeats * (len(images) // 128))
+    return 1e3 * (walls[1] - walls[0]) / (repeats * (len(images) // batch))
 
 
-def seeds_rows(images: np.ndarray, n_seeds: int) -> list[dict]:
+def seeds_rows(images: np.ndarray, batch: int, n_seeds: int) -> list[dict]:
     def factory(seed):
         return OutlierVAE(score_type="mse", likelihood="bernoulli", latent_dim=3, samples=10, seed=seed)
 
     rows = []
     for label, sb in (("vmap", None), ("groups of 1", 1)):
-        fit = multiseed.fit_many(factory, images, range(n_seeds), epochs=3, epochs_per_call=1, batch_size=128,
+        fit = multiseed.fit_many(factory, images, range(n_seeds), epochs=3, epochs_per_call=1, batch_size=batch,
                                  optimizer=optax.adam(1e-3), seed_batch_size=sb)
         multiseed.score_many(fit, images[:256], chunk_size=256)  # compile
         t0 = time.perf_counter()
@@ -120,13 +120,13 @@ def main() -> None:
               f"({r['xla_kernel_grad_ms'] / r['ours_kernel_grad_ms']:.1f}x); input grad xla {r['xla_input_grad_ms']:6.1f}, "
               f"ours {r['ours_input_grad_ms']:6.1f}; forward xla {r['xla_forward_ms']:6.1f}, ours {r['ours_forward_ms']:6.1f}",
               flush=True)
-    ours = step_ms(images, args.repeats)
+    ours = step_ms(images, args.batch, args.repeats)
     with xla_transposed_convs():
-        xla = step_ms(images, args.repeats)
+        xla = step_ms(images, args.batch, args.repeats)
     result["train_step_ms"] = {"ours": ours, "xla_conv_transpose": xla, "ratio": xla / ours}
-    print(f"OutlierVAE train step (batch 128): ours {ours:.0f} ms, XLA transposed convs {xla:.0f} ms "
+    print(f"OutlierVAE train step (batch {args.batch}): ours {ours:.0f} ms, XLA transposed convs {xla:.0f} ms "
           f"({xla / ours:.1f}x)", flush=True)
-    result["seeds"] = seeds_rows(images, args.seeds)
+    result["seeds"] = seeds_rows(images, args.batch, args.seeds)
     v, g = result["seeds"]
     print(f"{args.seeds} seeds, {args.images} images: epoch vmapped {v['epoch_s']:.1f} s, groups of 1 {g['epoch_s']:.1f} s "
           f"({v['epoch_s'] / g['epoch_s']:.2f}x); scoring 1024 rows x L=10: {v['score_1024_rows_s']:.1f} s vs "

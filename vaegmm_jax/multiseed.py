@@ -304,9 +304,9 @@ def over_seeds(fn: Callable, in_axes: Sequence[int | None], seed_batch_size: int
       in_axes: 0 for arguments with a leading seed axis, None for shared ones.
       seed_batch_size: seeds per group; None vmaps all seeds at once.
     """
-    if seed_batch_size is None:
-        return jax.vmap(fn, in_axes=tuple(in_axes))
     in_axes = tuple(in_axes)
+    if seed_batch_size is None:
+        return jax.vmap(fn, in_axes=in_axes)
 
     def mapped(*args):
         seeded = tuple(a for a, ax in zip(args, in_axes) if ax is not None)

@@ -36,6 +36,7 @@ def kernel_init(key, shape, dtype=jnp.float32):
     flat = jax.random.truncated_normal(key, -2.0, 2.0, (math.prod(shape),), dtype)
     return (flat * std).astype(dtype).reshape(shape)
 
+
 class ConvTranspose(nn.Module):
     """Flax's ``nn.ConvTranspose`` (SAME padding, bias) computed by :func:`conv_ops.conv_transpose`.
 
