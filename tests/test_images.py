@@ -126,6 +126,8 @@ def test_vae_image_feature_scores(vae):
     fs = vae.feature_score(X_TEST)
     assert fs.shape == X_TEST.shape and np.all(fs >= 0)
     np.testing.assert_allclose(vae.score(X_TEST), fs.reshape(len(fs), -1).mean(axis=1), rtol=1e-5)
+    # its own threshold: under pytest-xdist the test that also sets one may run in another worker
+    vae.infer_threshold(X_TRAIN, threshold_perc=95, batch_size=128)
     assert vae.predict(X_TEST)["data"]["feature_score"].shape == X_TEST.shape
 
 
