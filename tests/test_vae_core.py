@@ -133,6 +133,51 @@ def test_alibi_features_reproduce_its_quirks_by_hand():
     np.testing.assert_allclose(f[0, 0], -p[0, 1], rtol=1e-6)
 
 
+def _alibi_features_plain_numpy(x, xr, max_eucl=100.0):
+    # alibi-detect 0.13's formula verbatim (float64, numpy): the reference values
+    def l2n(v):
+        return v / np.sqrt(np.maximum(np.sum(v * v, axis=-1, keepdims=True), 1e-12))
+
+    neg_cos = -np.sum(l2n(x) * l2n(xr), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.linalg.norm(xr - x, axis=-1) / (np.minimum(np.linalg.norm(xr, axis=-1), np.linalg.norm(x, axis=-1)) - 1.0)
+    return np.stack([neg_cos, np.clip(rel, 0.0, max_eucl)], axis=-1)
+
+
+def test_alibi_features_equal_alibi_values_and_have_finite_gradients_at_its_division_by_zero():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5))
+    xr = x + 0.3 * rng.normal(size=(64, 5))
+    # put min(||x||, ||x'||) exactly at 1 (alibi's denominator 0), just above it (ratio clipped at
+    # 100), just below it (negative ratio clipped at 0), and a perfect reconstruction
+    x[0] *= 1.0 / np.linalg.norm(x[0])
+    xr[0] = 1.5 * x[0] + 0.1
+    x[1] *= (1.0 + 1e-4) / np.linalg.norm(x[1])
+    xr[1] = 2.0 * x[1]
+    x[2] *= (1.0 - 1e-3) / np.linalg.norm(x[2])
+    xr[3] = x[3]
+    x32, xr32 = jnp.asarray(x, jnp.float32), jnp.asarray(xr, jnp.float32)
+    assert float(jnp.minimum(jnp.linalg.norm(x32[0]), jnp.linalg.norm(xr32[0]))) == 1.0
+    f = np.asarray(alibi_eucl_cosim_features(x32, xr32))
+    ref = _alibi_features_plain_numpy(np.asarray(x32, np.float64), np.asarray(xr32, np.float64))
+    np.testing.assert_allclose(f, ref, rtol=2e-5, atol=2e-5)
+    assert f[0, 1] == 100.0 and f[1, 1] == 100.0 and f[2, 1] == 0.0 and f[3, 1] == 0.0
+    # alibi's expression has a NaN derivative at row 0; ours is finite everywhere
+    grads = jax.grad(lambda a, b: jnp.sum(alibi_eucl_cosim_features(a, b)), argnums=(0, 1))(x32, xr32)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+    # the sums form used by the fused scoring path gives the same values
+    from vaegmm_jax.core.features import alibi_features_from_sums, reconstruction_sums
+
+    np.testing.assert_allclose(alibi_features_from_sums(x32, reconstruction_sums(x32, xr32)), f, rtol=1e-5, atol=1e-5)
+    # away from the clip boundaries the derivative is the plain one (finite differences)
+    from jax.test_util import check_grads
+
+    with jax.enable_x64(True):
+        rows = slice(8, 12)
+        assert ((ref[rows, 1] > 0.0) & (ref[rows, 1] < 100.0)).all()  # inside the clip range
+        check_grads(alibi_eucl_cosim_features, (jnp.asarray(x[rows]), jnp.asarray(xr[rows])), order=1, modes=("rev",))
+
+
 def test_resolve_recon_features():
     assert resolve_recon_features(None)[0] == "dagmm"
     assert resolve_recon_features("alibi")[1] is alibi_eucl_cosim_features

@@ -97,6 +97,39 @@ def dagmm_features(x: jax.Array, x_recon: jax.Array) -> jax.Array:
     return dagmm_features_from_sums(x, reconstruction_sums(x, x_recon))
 
 
+def _alibi_relative_distance(dist: jax.Array, min_norm: jax.Array, max_eucl: float) -> jax.Array:
+    """alibi's clip(dist / (min_norm - 1), 0, max_eucl), with finite gradients everywhere.
+
+    Forward values equal the plain expression wherever it is defined: the ratio where
+    it lies in [0, max_eucl), ``max_eucl`` where the denominator is positive but at most
+    ``dist / max_eucl`` or exactly 0 (there alibi divides by zero and clips the inf),
+    0 where it is negative. The plain expression's derivative is ``0 * inf = NaN``
+    where the denominator is 0 in float32 (``min_norm`` exactly 1), which stopped 2 of
+    10 seeds of the alibi KDD protocol; here the clipped branches never divide by a
+    denominator that small (the standard double-``where`` pattern). The one case with
+    no plain value, 0 / 0 (alibi: NaN), gives 0.
+
+    Args:
+      dist: (...,) ||x' - x||, >= 0.
+      min_norm: (...,) min(||x'||, ||x||).
+      max_eucl: the clip value.
+
+    Returns:
+      (...,) the relative distance, in [0, max_eucl].
+    """
+    den = min_norm - 1.0  # alibi's eps = -1 (see alibi_eucl_cosim_features)
+    in_range = den * max_eucl > dist  # den > 0 and dist / den < max_eucl
+    ratio = dist / jnp.where(in_range, den, 1.0)
+    clipped = jnp.where((den >= 0) & (dist > 0), max_eucl, 0.0).astype(ratio.dtype)
+    return jnp.where(in_range, ratio, clipped)
+
+
+def _safe_sqrt(sq: jax.Array) -> jax.Array:
+    # sqrt with derivative 0 (not inf) at exactly 0; values unchanged
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
 def alibi_eucl_cosim_features(x: jax.Array, x_recon: jax.Array, max_eucl: float = 1e2) -> jax.Array:
     """alibi-detect 0.13 ``eucl_cosim_features``, quirks included (compatibility only).
 
@@ -107,6 +140,10 @@ def alibi_eucl_cosim_features(x: jax.Array, x_recon: jax.Array, max_eucl: float 
       * rel_euc = clip(||x' - x|| / (min(||x'||, ||x||) + eps), 0, max_eucl) with
         eps = -1, because alibi passes -1 positionally into the eps slot: the
         denominator is min(norms) - 1.
+
+    The values are alibi's; the gradients are not its NaNs: where min(norms) is
+    exactly 1 alibi's value is a finite 100 but its derivative is NaN, which ends
+    training (see ``_alibi_relative_distance``).
 
     Args:
       x: (N, F) inputs.
@@ -120,11 +157,10 @@ def alibi_eucl_cosim_features(x: jax.Array, x_recon: jax.Array, max_eucl: float 
         return v / jnp.sqrt(jnp.maximum(jnp.sum(v * v, axis=-1, keepdims=True), 1e-12))
 
     neg_cos = -jnp.sum(l2_normalize(x) * l2_normalize(x_recon), axis=-1)
-    norm_x = jnp.linalg.norm(x, axis=-1)
-    norm_r = jnp.linalg.norm(x_recon, axis=-1)
-    eps = -1.0  # alibi's call passes -1 into the eps parameter
-    rel_euc = jnp.linalg.norm(x_recon - x, axis=-1) / (jnp.minimum(norm_r, norm_x) + eps)
-    rel_euc = jnp.clip(rel_euc, 0.0, max_eucl)
+    norm_x = _safe_sqrt(jnp.sum(x * x, axis=-1))
+    norm_r = _safe_sqrt(jnp.sum(x_recon * x_recon, axis=-1))
+    diff = x_recon - x
+    rel_euc = _alibi_relative_distance(_safe_sqrt(jnp.sum(diff * diff, axis=-1)), jnp.minimum(norm_r, norm_x), max_eucl)
     return jnp.stack([neg_cos, rel_euc], axis=-1)
 
 
@@ -143,8 +179,9 @@ def alibi_features_from_sums(
     sq_diff, sq_recon, dot = sums
     sq_x = jnp.sum(x.astype(sq_recon.dtype) ** 2, axis=-1)
     neg_cos = -dot / (jnp.sqrt(jnp.maximum(sq_x, 1e-12)) * jnp.sqrt(jnp.maximum(sq_recon, 1e-12)))
-    rel_euc = jnp.sqrt(sq_diff) / (jnp.minimum(jnp.sqrt(sq_recon), jnp.sqrt(sq_x)) - 1.0)  # alibi's eps = -1
-    return jnp.stack([neg_cos, jnp.clip(rel_euc, 0.0, max_eucl)], axis=-1)
+    min_norm = jnp.minimum(_safe_sqrt(sq_recon), _safe_sqrt(sq_x))
+    rel_euc = _alibi_relative_distance(_safe_sqrt(sq_diff), min_norm, max_eucl)
+    return jnp.stack([neg_cos, rel_euc], axis=-1)
 
 
 #: the same features computed from x and the three reconstruction sums (what the fused
