@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--epoch-compiler-options", default=None,
                    help='JSON XLA options for the epoch program, e.g. \'{"xla_gpu_autotune_level": 0}\'')
+    p.add_argument("--init-platform", default=None,
+                   help="run parameter initialisation on this platform's first device (training.INIT_PLATFORM), "
+                        "e.g. cpu beside a GPU; default: the training device")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     import jax
@@ -38,6 +41,7 @@ def main(argv=None) -> int:
 
     if args.epoch_compiler_options is not None:
         training.EPOCH_COMPILER_OPTIONS = json.loads(args.epoch_compiler_options)
+    training.INIT_PLATFORM = args.init_platform
 
     x = common.make_data(args.rows)
     # start the device runtime (CUDA context, cuBLAS handles) outside the timed fit: it is a
@@ -57,6 +61,7 @@ def main(argv=None) -> int:
         "rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size,
         "fit_s_including_compile": fit_s,
         "epoch_compiler_options": training.EPOCH_COMPILER_OPTIONS,
+        "init_platform": training.INIT_PLATFORM,
         "backend_init_s": backend_init_s,
         "first_epoch_s": det.epoch_seconds[0],
         "fit_phases_s": det.fit_seconds,

@@ -67,6 +67,37 @@ def test_sharded_training_and_scoring_on_4_devices_equal_single_device(tmp_path)
     np.testing.assert_allclose(res["four_scores"], res["one_scores"], rtol=1e-4, atol=1e-4)
 
 
+def test_initialisation_on_another_device_gives_the_same_fit_on_the_detectors_devices(tmp_path):
+    # training.INIT_PLATFORM runs fresh initialisation on that platform's first device (the
+    # host CPU beside a GPU). Stand-in here: cpu:0 initialises, the detector trains on cpu:1-2.
+    code = f"""
+    import jax, numpy as np, optax
+    import vaegmm_jax as vj
+    from vaegmm_jax import training
+    from tests.conftest import manifold_data
+    X, XT, _ = manifold_data(n_in=256, n_out=16, seed=6)
+    devices = jax.devices()[1:3]
+    out = {{}}
+    for platform in (None, "cpu"):
+        training.INIT_PLATFORM = platform
+        for epochs in (1, 3):
+            det = vj.OutlierAEGMM(n_gmm=2, latent_dim=1, seed=4, hidden=(8, 4))
+            det.devices = devices
+            det.fit(X, epochs=epochs, batch_size=64, verbose=False, optimizer=optax.adam(1e-3))
+            placed = {{d for leaf in jax.tree.leaves(det.params) for d in leaf.devices()}}
+            assert placed == set(devices), (platform, epochs, placed)
+            out[f"{{platform}}_{{epochs}}_scores"] = det.score(XT)
+            out[f"{{platform}}_{{epochs}}_kernel"] = np.asarray(jax.tree.leaves(det.params)[0])
+    np.savez("{tmp_path}/res.npz", **out)
+    """
+    _run(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+    res = np.load(tmp_path / "res.npz")
+    for epochs in (1, 3):
+        np.testing.assert_array_equal(res[f"cpu_{epochs}_kernel"], res[f"None_{epochs}_kernel"])
+        np.testing.assert_array_equal(res[f"cpu_{epochs}_scores"], res[f"None_{epochs}_scores"])
+    assert not np.array_equal(res["None_1_kernel"], res["None_3_kernel"])  # training moved them
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     X, XT, _ = manifold_data(n_in=512, n_out=16, seed=7)

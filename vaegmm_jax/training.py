@@ -35,6 +35,20 @@ INIT_COMPILER_OPTIONS = {**RUN_ONCE_COMPILER_OPTIONS, "xla_backend_optimization_
 # (no autotuning) compiled in 5.1 s but ran 30% slower. Ignored off GPUs. Benchmarks may override.
 EPOCH_COMPILER_OPTIONS: dict = {"xla_gpu_autotune_level": 1}
 
+# Platform whose first device runs the fresh-parameter initialisation program of a fit, or
+# None for the detector's own devices. "cpu" moves that program's compilation off the
+# accelerator compiler, where on an H100 it took 2.7 s alone and 4.7-5.5 s beside the epoch
+# program's compilation; the parameters are then copied to the devices. Off by default until
+# measured on a GPU (benchmarks/dagmm_kdd_timing.py --init-platform cpu); on a CPU-only
+# machine both settings run the same program on the same device.
+INIT_PLATFORM: str | None = None
+
+
+def init_device() -> jax.Device | None:
+    """The device that runs parameter initialisation (:data:`INIT_PLATFORM`), or None."""
+    return None if INIT_PLATFORM is None else jax.local_devices(backend=INIT_PLATFORM)[0]
+
+
 # loss_fn(params, x (B, *S), row_weights (B,), key) -> (total (), {term: ()})
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 

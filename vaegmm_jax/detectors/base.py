@@ -202,6 +202,8 @@ class BaseDetector:
 
             init_program = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)
             init_args = (self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
+            if training.init_device() is not None:  # committed inputs: the program runs there
+                init_args = jax.device_put(init_args, training.init_device())
             self.history = {}
             self.epochs_done = 0
         elif self.opt_state is None or not resume:
@@ -227,11 +229,12 @@ class BaseDetector:
         background = ThreadPoolExecutor(max_workers=2)
         epoch_future = background.submit(lambda: train_epoch.lower(state_like, x_like, key_like).compile())
         try:
+            fresh = self.params is None
             state = init_program(*init_args)
-            if self.params is None:
-                self.params = state.params
             x_dev = parallel.put(X, replicated)
             state = jax.tree.map(lambda a: parallel.put(a, replicated), state)
+            if fresh:
+                self.params = parallel.to_local(state.params, self.devices)
             # the after-fit step (the mixture) runs in each process on its own devices, on its
             # own shards of the replicated training set (the same as x_dev in one process)
             x_local = parallel.to_local(x_dev, self.devices)
