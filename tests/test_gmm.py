@@ -205,3 +205,55 @@ def test_unrolled_factor_and_inverse_at_the_largest_small_d():
     eye = jnp.broadcast_to(jnp.eye(d), (3, d, d))
     expected = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
     np.testing.assert_allclose(np.asarray(gmm.small_lower_inverse(chol)), np.asarray(expected), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 64, 1001])
+def test_pairwise_sum_equals_the_sum(n):
+    x = np.random.default_rng(n).normal(size=(n, 3, 2))
+    np.testing.assert_allclose(gmm.pairwise_sum(jnp.asarray(x, jnp.float32)), x.sum(0), rtol=1e-5, atol=1e-5)
+    assert gmm.pairwise_sum(jnp.zeros((0, 3))).shape == (3,)
+
+
+def _duplicated_curve(d_out=3, seed=0):
+    """KDD-like mixture inputs: most rows are three points repeated tens of thousands of
+    times (the duplicated attack rows), the rest spread along a curve, so the covariance
+    is nearly singular (smallest eigenvalue ~4e-7) and float32 rounding errors of a row
+    sum do not cancel (identical terms round the same way)."""
+    rng = np.random.default_rng(seed)
+
+    def curve(t):
+        return np.stack([t, 0.5 - 0.2 * t + 0.05 * t**2 + 1e-3 * rng.normal(size=t.shape),
+                         0.75 - 0.1 * t + 1e-3 * rng.normal(size=t.shape)], 1)
+
+    blocks = [np.repeat(curve(np.array([v])), m, 0) for v, m in ((-1.1, 97_000), (-0.9, 16_000), (-1.3, 13_000))]
+    z = np.concatenate(blocks + [curve(rng.uniform(-1.6, 0.1, 74_000))])
+    if d_out > 3:  # the same curve inside a rotated higher-dimensional space
+        q, _ = np.linalg.qr(rng.normal(size=(d_out, d_out)))
+        z = np.concatenate([z, np.zeros((len(z), d_out - 3))], 1) @ q.T
+    z = z[rng.permutation(len(z))]
+    logits = np.stack([3.0 * z[:, 0], np.zeros(len(z))], 1)
+    gamma = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
+    return z, gamma
+
+
+@pytest.mark.parametrize("d", [3, gmm.SMALL_D + 2])
+def test_pairwise_statistics_of_200k_duplicated_rows_match_float64(d):
+    # the whole-training-set mixture fit (model.gmm_stats) sums pairwise: a plain float32 sum
+    # over rows is sequential on XLA:CPU, and on DAGMM's contaminated-KDDCUP z it lost 3.6e-5,
+    # turning a covariance with smallest eigenvalue 1e-6 indefinite
+    z, gamma = _duplicated_curve(d)
+    _, mu_ref, cov_ref = _numpy_params(z, gamma)
+    zj, gj = jnp.asarray(z, jnp.float32), jnp.asarray(gamma, jnp.float32)
+
+    @jax.jit
+    def two_pass(z, g):
+        first = gmm.params_from_stats(gmm.gmm_stats(z, g, pairwise=True))
+        return gmm.params_from_stats(gmm.gmm_stats(z, g, shift=first.mu, pairwise=True))
+
+    p = two_pass(zj, gj)
+    np.testing.assert_allclose(p.mu, mu_ref, atol=1e-6)
+    assert np.abs(np.asarray(p.cov, np.float64) - cov_ref).max() < 3e-8
+    # the nearly singular directions survive (d = 3: smallest eigenvalue ~4e-7, resolved to 2%)
+    eig = np.linalg.eigvalsh(np.asarray(p.cov, np.float64))
+    np.testing.assert_allclose(eig, np.linalg.eigvalsh(cov_ref), rtol=0.02, atol=3e-8)
+    assert bool(gmm.params_are_finite(p, gmm.DEFAULT_EPS))

@@ -233,10 +233,12 @@ class GMMAutoencoder:
           shift: optional (K, D) (the second, centred pass).
 
         Returns:
-          GMMStats.
+          GMMStats, summed pairwise over rows (:func:`gmm_lib.pairwise_sum`): this is the
+          whole-training-set mixture fit, where a fused float32 reduction over ~1e5 rows can
+          lose a covariance's positive definiteness.
         """
         z, gamma = self.sampled_mixture_inputs(params, x, noise)
-        return gmm_lib.gmm_stats(z[0].astype(jnp.float32), gamma[0], weights, shift)
+        return gmm_lib.gmm_stats(z[0].astype(jnp.float32), gamma[0], weights, shift, pairwise=True)
 
 
 def _flat(x: jax.Array) -> jax.Array:
