@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU side of the speed benchmark, in one go (used on the lent H100; see RESULTS.md).
-#   OUT=out/gpu bash benchmarks/gpu_speed.sh
+#   OUT=out/gpu bash benchmarks/gpu_speed.sh   # leaves gpu_results.tar (logs, JSON), ckpt.tar, gpu_scores.npy
 set -u
 OUT=${OUT:-out/gpu}
 mkdir -p "$OUT"
@@ -33,3 +33,5 @@ print("checkpoint saved on", det.meta, "device", __import__("jax").devices()[0].
 PY
 rm -rf "$OUT/ckpt"
 grep -h -E '"(epoch_s_steady|first_epoch_s|score_rows_per_s|score_rows_per_s_device_resident|bf16_score_rows_per_s_device_resident|auroc_change_bf16|fit_s_including_compile|steady_epoch_s_median|device_peak_memory_mb|cuda_max_memory_allocated_mb)"' "$OUT"/*.json
+# the device tool brings back at most 8 files: bundle the small outputs into one archive
+(cd "$OUT" && tar -cf gpu_results.tar --remove-files gpu.txt ./*.json ./*.log) && ls "$OUT"
