@@ -36,7 +36,7 @@ INIT_COMPILER_OPTIONS = {**RUN_ONCE_COMPILER_OPTIONS, "xla_backend_optimization_
 EPOCH_COMPILER_OPTIONS: dict = {"xla_gpu_autotune_level": 1}
 
 # Platform whose first device runs the fresh-parameter initialisation program of a fit, or
-# None for the detector's own devices. "cpu" moves that program's compilation off the
+# None for JAX's default device (the inputs are uncommitted). "cpu" moves that program's compilation off the
 # accelerator compiler, where on an H100 it took 2.7 s alone and 4.7-5.5 s beside the epoch
 # program's compilation; the parameters are then copied to the devices. Off by default until
 # measured on a GPU (benchmarks/dagmm_kdd_timing.py --init-platform cpu); on a CPU-only

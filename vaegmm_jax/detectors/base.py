@@ -202,8 +202,9 @@ class BaseDetector:
 
             init_program = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)
             init_args = (self._key(_STREAM_INIT), jnp.asarray(X[:batch_size]))
-            if training.init_device() is not None:  # committed inputs: the program runs there
-                init_args = jax.device_put(init_args, training.init_device())
+            init_device = training.init_device()
+            if init_device is not None:  # committed inputs: the program runs there
+                init_args = jax.device_put(init_args, init_device)
             self.history = {}
             self.epochs_done = 0
         elif self.opt_state is None or not resume:
