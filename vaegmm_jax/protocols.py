@@ -785,7 +785,7 @@ def vaegmm_spec(
         return OutlierVAEGMM(
             n_gmm=p.n_gmm, latent_dim=p.latent_dim, hidden=tuple(p.hidden), gmm_hidden=p.gmm_hidden,
             gmm_dropout=p.gmm_dropout, activation=p.activation, recon_features=p.recon_features,
-            samples=samples, beta=beta, seed=seed,
+            kernel_init=p.kernel_init, samples=samples, beta=beta, seed=seed,
         )
 
     return DetectorSpec(
@@ -838,10 +838,11 @@ def vae_spec(
     lat = latent_dim if latent_dim is not None else (p.latent_dim if p is not None else 2)
     hid = hidden if hidden is not None else (tuple(p.hidden) if p is not None else None)
     act = p.activation if p is not None else "tanh"
+    init = p.kernel_init if p is not None else "lecun_normal"
 
     def factory(seed):
         return OutlierVAE(score_type=score_type, likelihood=likelihood, latent_dim=lat, hidden=hid,
-                          activation=act, samples=samples, seed=seed)
+                          activation=act, kernel_init=init, samples=samples, seed=seed)
 
     return DetectorSpec(
         name=name,

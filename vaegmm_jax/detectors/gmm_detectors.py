@@ -58,8 +58,10 @@ class _GMMDetector(BaseDetector):
         gmm_hidden: int = 10,
         gmm_dropout: float = 0.5,
         activation: str = "tanh",
+        kernel_init: str = dense.DEFAULT_KERNEL_INIT,
     ):
         super().__init__(threshold=threshold, seed=seed, data_type=data_type)
+        dense.kernel_initializer(kernel_init)  # unknown names fail here, not at fit
         self.n_gmm = check_positive_int(n_gmm, "n_gmm")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.samples = check_positive_int(samples, "samples")
@@ -73,6 +75,7 @@ class _GMMDetector(BaseDetector):
             "gmm_hidden": int(gmm_hidden),
             "gmm_dropout": float(gmm_dropout),
             "activation": str(activation),
+            "kernel_init": str(kernel_init),
         }
         self.custom_nets = {
             "encoder_net": encoder_net is not None or vaegmm is not None,
@@ -101,14 +104,16 @@ class _GMMDetector(BaseDetector):
         enc, dec, gmm_net = self._user_nets
         hidden = self.arch["hidden"]
         act = self.arch["activation"]
+        init = self.arch["kernel_init"]
         if enc is None:
-            enc = dense.default_encoder(n_features, hidden, act)
+            enc = dense.default_encoder(n_features, hidden, act, init)
         if dec is None:
-            dec = dense.default_decoder(n_features, hidden, act)
+            dec = dense.default_decoder(n_features, hidden, act, init)
             if x_sample.ndim > 2:
                 dec = _Reshape(dec, tuple(x_sample.shape[1:]))
         if gmm_net is None:
-            gmm_net = dense.default_gmm_density_net(self.n_gmm, self.arch["gmm_hidden"], self.arch["gmm_dropout"], act)
+            gmm_net = dense.default_gmm_density_net(
+                self.n_gmm, self.arch["gmm_hidden"], self.arch["gmm_dropout"], act, init)
         self.model = GMMAutoencoder(
             encoder=adapter.as_network(enc, "encoder_net"),
             decoder=adapter.as_network(dec, "decoder_net"),
@@ -118,6 +123,7 @@ class _GMMDetector(BaseDetector):
             recon_features=self._recon_features,
             variational=self.variational,
             eps=self.eps,
+            head_init=init,
         )
 
     def _recon_nll(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
@@ -220,6 +226,8 @@ class _GMMDetector(BaseDetector):
             data_type=config["data_type"], seed=config["seed"], eps=config["eps"],
             hidden=config["arch"]["hidden"], gmm_hidden=config["arch"]["gmm_hidden"],
             gmm_dropout=config["arch"]["gmm_dropout"], activation=config["arch"]["activation"],
+            # checkpoints written before kernel_init existed used Flax's default
+            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
         )
         if cls.variational:
             kwargs.update(samples=config["samples"], beta=config["beta"])
@@ -418,6 +426,11 @@ class OutlierVAEGMM(_GMMDetector):
       data_type: 'tabular', 'image' or None (inferred at fit).
       seed: seeds initialisation, shuffling, sampling and scoring noise.
       eps: covariance jitter (alibi issue #554 asks for it to be configurable).
+      hidden, gmm_hidden, gmm_dropout, activation: shape of the default nets.
+      kernel_init: weight initialiser of the default nets and the latent heads:
+        'lecun_normal' (Flax's default), 'glorot_uniform' (TensorFlow/Keras: the DAGMM
+        paper's code, alibi-detect) or 'torch_uniform' (PyTorch's nn.Linear); see
+        :data:`vaegmm_jax.nets.dense.KERNEL_INITS`. User-given nets keep their own.
     """
 
     variational = True
@@ -505,11 +518,12 @@ class OutlierAEGMM(_GMMDetector):
     def __init__(self, threshold=None, aegmm=None, encoder_net=None, decoder_net=None, gmm_density_net=None,
                  n_gmm: int = 4, latent_dim: int = 1, recon_features="dagmm", data_type=None, seed: int = 0,
                  eps: float = gmm_lib.DEFAULT_EPS, hidden=None, gmm_hidden: int = 10, gmm_dropout: float = 0.5,
-                 activation: str = "tanh"):
+                 activation: str = "tanh", kernel_init: str = dense.DEFAULT_KERNEL_INIT):
         super().__init__(threshold=threshold, vaegmm=aegmm, encoder_net=encoder_net, decoder_net=decoder_net,
                          gmm_density_net=gmm_density_net, n_gmm=n_gmm, latent_dim=latent_dim, samples=1, beta=0.0,
                          recon_features=recon_features, data_type=data_type, seed=seed, eps=eps, hidden=hidden,
-                         gmm_hidden=gmm_hidden, gmm_dropout=gmm_dropout, activation=activation)
+                         gmm_hidden=gmm_hidden, gmm_dropout=gmm_dropout, activation=activation,
+                         kernel_init=kernel_init)
 
     def fit(
         self,

@@ -72,6 +72,8 @@ class OutlierVAE(BaseDetector):
       seed: seeds initialisation, shuffling, sampling and the scoring noise.
       hidden: widths of the default MLP encoder (decoder mirrored).
       activation: activation of the default MLPs.
+      kernel_init: weight initialiser of the default MLPs and the heads the model adds
+        (:data:`vaegmm_jax.nets.dense.KERNEL_INITS`; the conv nets keep LeCun normal).
     """
 
     loss_terms = VAE_LOSS_TERMS
@@ -92,6 +94,7 @@ class OutlierVAE(BaseDetector):
         seed: int = 0,
         hidden: tuple[int, ...] | None = None,
         activation: str = "tanh",
+        kernel_init: str = dense.DEFAULT_KERNEL_INIT,
     ):
         super().__init__(threshold=threshold, seed=seed, data_type=data_type)
         if score_type not in SCORE_TYPES:
@@ -100,6 +103,7 @@ class OutlierVAE(BaseDetector):
             raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
         if activation not in dense.ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(dense.ACTIVATIONS)}")
+        dense.kernel_initializer(kernel_init)
         clip = tuple(float(v) for v in logvar_clip)
         if len(clip) != 2 or not (math.isfinite(clip[0]) and math.isfinite(clip[1]) and clip[0] < clip[1]):
             raise ValueError(f"logvar_clip must be (low, high) finite with low < high, got {logvar_clip!r}")
@@ -109,7 +113,8 @@ class OutlierVAE(BaseDetector):
         self.samples = check_positive_int(samples, "samples")
         self.beta = float(beta)
         self.logvar_clip = clip
-        self.arch = {"hidden": None if hidden is None else [int(h) for h in hidden], "activation": str(activation)}
+        self.arch = {"hidden": None if hidden is None else [int(h) for h in hidden], "activation": str(activation),
+                     "kernel_init": str(kernel_init)}
         self.custom_nets = {
             "encoder_net": encoder_net is not None or vae is not None,
             "decoder_net": decoder_net is not None or vae is not None,
@@ -147,17 +152,18 @@ class OutlierVAE(BaseDetector):
         enc, dec = self._user_nets
         use_conv = conv.conv_compatible(shape)
         act = self.arch["activation"]
+        init = self.arch["kernel_init"]
         hidden = tuple(self.arch["hidden"] or dense.default_hidden_sizes(n_features))
         out_factor = 2 if self.learn_variance else 1  # the default decoders give mean and log-variance
         if enc is None:
-            enc = conv.conv_encoder() if use_conv else dense.default_encoder(n_features, hidden, act)
+            enc = conv.conv_encoder() if use_conv else dense.default_encoder(n_features, hidden, act, init)
         if dec is None:
             if use_conv:
                 # Gaussian means are unbounded (linear); Bernoulli gives logits (BCE from logits).
                 output = "logits" if self.likelihood == "bernoulli" else "linear"
                 dec = conv.conv_decoder(shape, output=output, channels=out_factor * shape[-1])
             else:
-                dec = dense.default_decoder(out_factor * n_features, hidden, act)
+                dec = dense.default_decoder(out_factor * n_features, hidden, act, init)
         if self.likelihood == "bernoulli" and getattr(getattr(dec, "module", dec), "output", None) == "sigmoid":
             # a sigmoid output read as logits would give a silently wrong likelihood
             raise ValueError("the Bernoulli likelihood needs a decoder that outputs logits: "
@@ -173,6 +179,7 @@ class OutlierVAE(BaseDetector):
             learn_variance=self.learn_variance,
             decoder_layout=decoder_layout(dec_net, self.latent_dim, shape, self.learn_variance),
             logvar_clip=self.logvar_clip,
+            head_init=init,
         )
 
     def _validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
@@ -448,7 +455,9 @@ class OutlierVAE(BaseDetector):
             score_type=config["score_type"], latent_dim=config["latent_dim"], samples=config["samples"],
             beta=config["beta"], likelihood=config["likelihood"], logvar_clip=tuple(config["logvar_clip"]),
             data_type=config["data_type"], seed=config["seed"], hidden=config["arch"]["hidden"],
-            activation=config["arch"]["activation"], **networks,
+            activation=config["arch"]["activation"],
+            # checkpoints written before kernel_init existed used Flax's default
+            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT), **networks,
         )
 
     def config_dict(self) -> dict:

@@ -27,7 +27,7 @@ from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import ReconFeatures
 from vaegmm_jax.kernels import fused_decoder
 from vaegmm_jax.nets.adapter import Network, from_linen
-from vaegmm_jax.nets.dense import GaussianHeads
+from vaegmm_jax.nets.dense import DEFAULT_KERNEL_INIT, GaussianHeads, kernel_initializer
 
 Params = dict[str, Any]
 
@@ -52,10 +52,12 @@ class MixtureInput(NamedTuple):
 
 class _LinearHead(nn.Module):
     latent_dim: int
+    kernel_init: str = DEFAULT_KERNEL_INIT
 
     @nn.compact
     def __call__(self, h):
-        return nn.Dense(self.latent_dim, name="latent")(h.reshape((h.shape[0], -1)))
+        init = kernel_initializer(self.kernel_init)
+        return nn.Dense(self.latent_dim, kernel_init=init, name="latent")(h.reshape((h.shape[0], -1)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +74,8 @@ class GMMAutoencoder:
       variational: True for VAEGMM (mean/log-variance heads and sampling),
         False for DAGMM (a linear latent head, no sampling).
       eps: covariance jitter for the mixture.
+      head_init: kernel initialiser of the latent head(s), a name in
+        :data:`vaegmm_jax.nets.dense.KERNEL_INITS`.
     """
 
     encoder: Network
@@ -82,10 +86,11 @@ class GMMAutoencoder:
     recon_features: ReconFeatures
     variational: bool = True
     eps: float = gmm_lib.DEFAULT_EPS
+    head_init: str = DEFAULT_KERNEL_INIT
 
     @property
     def head(self) -> Network:
-        return _head_network(self.latent_dim, self.variational)
+        return _head_network(self.latent_dim, self.variational, self.head_init)
 
     # -- parameters -------------------------------------------------------------------
     def init(self, key: jax.Array, x: jax.Array) -> Params:
@@ -245,14 +250,15 @@ def _flat(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0], -1))
 
 
-_HEADS: dict[tuple[int, bool], Network] = {}
+_HEADS: dict[tuple[int, bool, str], Network] = {}
 
 
-def _head_network(latent_dim: int, variational: bool) -> Network:
+def _head_network(latent_dim: int, variational: bool, kernel_init: str = DEFAULT_KERNEL_INIT) -> Network:
     # Cached so that repeated property access yields the same Network object.
-    key = (latent_dim, variational)
+    key = (latent_dim, variational, kernel_init)
     if key not in _HEADS:
-        module = GaussianHeads(latent_dim) if variational else _LinearHead(latent_dim)
+        kernel_initializer(kernel_init)  # a clear error for an unknown name, before it is cached
+        module = GaussianHeads(latent_dim, kernel_init) if variational else _LinearHead(latent_dim, kernel_init)
         _HEADS[key] = from_linen(module)
     return _HEADS[key]
 

@@ -27,7 +27,7 @@ from flax import linen as nn
 
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.nets.adapter import Network, from_linen
-from vaegmm_jax.nets.dense import GaussianHeads
+from vaegmm_jax.nets.dense import DEFAULT_KERNEL_INIT, GaussianHeads, kernel_initializer
 
 Params = dict[str, Any]
 
@@ -56,10 +56,12 @@ class _LogVarHead(nn.Module):
     """A linear map z (B, d) -> log-variance (B, *S), for decoders that give only a mean."""
 
     shape: tuple[int, ...]
+    kernel_init: str = DEFAULT_KERNEL_INIT
 
     @nn.compact
     def __call__(self, z):
-        out = nn.Dense(math.prod(self.shape), name="logvar")(z.reshape((z.shape[0], -1)))
+        init = kernel_initializer(self.kernel_init)
+        out = nn.Dense(math.prod(self.shape), kernel_init=init, name="logvar")(z.reshape((z.shape[0], -1)))
         return out.reshape((z.shape[0],) + tuple(self.shape))
 
 
@@ -79,6 +81,8 @@ class VAEModel:
       decoder_layout: 'mean', 'split' or 'tuple'.
       logvar_clip: (low, high) bounds of the decoder's log-variance (unbounded
         Gaussian NLLs diverge).
+      head_init: kernel initialiser of the heads the model adds, a name in
+        :data:`vaegmm_jax.nets.dense.KERNEL_INITS`.
     """
 
     encoder: Network
@@ -89,8 +93,10 @@ class VAEModel:
     learn_variance: bool = False
     decoder_layout: str = "mean"
     logvar_clip: tuple[float, float] = (-30.0, 20.0)
+    head_init: str = DEFAULT_KERNEL_INIT
 
     def __post_init__(self):
+        kernel_initializer(self.head_init)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.decoder_layout not in DECODER_LAYOUTS:
@@ -113,7 +119,7 @@ class VAEModel:
 
     @property
     def heads(self) -> Network:
-        return _heads(self.latent_dim)
+        return _heads(self.latent_dim, self.head_init)
 
     @property
     def has_logvar_head(self) -> bool:
@@ -135,7 +141,7 @@ class VAEModel:
         z = jnp.zeros((x.shape[0], self.latent_dim), x.dtype)
         params = {"encoder": enc_p, "head": self.heads.init(k_head, h), "decoder": self.decoder.init(k_dec, z)}
         if self.has_logvar_head:
-            params["logvar_head"] = _logvar_head(self.input_shape).init(k_lv, z)
+            params["logvar_head"] = _logvar_head(self.input_shape, self.head_init).init(k_lv, z)
         return params
 
     # -- pieces -------------------------------------------------------------------------
@@ -161,7 +167,7 @@ class VAEModel:
         else:
             loc = out
             if self.learn_variance:
-                logvar = _logvar_head(shape).apply(params["logvar_head"], z, False, None)
+                logvar = _logvar_head(shape, self.head_init).apply(params["logvar_head"], z, False, None)
         loc = loc.reshape((b,) + shape)
         if logvar is not None:
             lo, hi = self.logvar_clip
@@ -278,22 +284,23 @@ def _flat(x: jax.Array) -> jax.Array:
     return x.reshape((x.shape[0], -1))
 
 
-_HEADS: dict[int, Network] = {}
-_LV_HEADS: dict[tuple[int, ...], Network] = {}
+_HEADS: dict[tuple[int, str], Network] = {}
+_LV_HEADS: dict[tuple[tuple[int, ...], str], Network] = {}
 
 
-def _heads(latent_dim: int) -> Network:
+def _heads(latent_dim: int, kernel_init: str = DEFAULT_KERNEL_INIT) -> Network:
     # Cached so that repeated property access yields the same Network object (stable jit caches).
-    if latent_dim not in _HEADS:
-        _HEADS[latent_dim] = from_linen(GaussianHeads(latent_dim))
-    return _HEADS[latent_dim]
+    key = (latent_dim, kernel_init)
+    if key not in _HEADS:
+        _HEADS[key] = from_linen(GaussianHeads(latent_dim, kernel_init))
+    return _HEADS[key]
 
 
-def _logvar_head(shape: tuple[int, ...]) -> Network:
-    shape = tuple(int(s) for s in shape)
-    if shape not in _LV_HEADS:
-        _LV_HEADS[shape] = from_linen(_LogVarHead(shape))
-    return _LV_HEADS[shape]
+def _logvar_head(shape: tuple[int, ...], kernel_init: str = DEFAULT_KERNEL_INIT) -> Network:
+    key = (tuple(int(s) for s in shape), kernel_init)
+    if key not in _LV_HEADS:
+        _LV_HEADS[key] = from_linen(_LogVarHead(key[0], kernel_init))
+    return _LV_HEADS[key]
 
 
 def decoder_layout(decoder: Network, latent_dim: int, input_shape: tuple[int, ...], learn_variance: bool) -> str:
