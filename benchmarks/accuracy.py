@@ -100,6 +100,9 @@ def parse_args(argv=None):
     ap.add_argument("--vaegmm-beta", type=float, default=None,
                     help="VAEGMM KL weight on the DAGMM protocol for every data set (default: VAEGMM_BETA, "
                          "chosen per data set on a validation split of the train half)")
+    ap.add_argument("--kernel-init", default=None, choices=("lecun_normal", "glorot_uniform", "torch_uniform"),
+                    help="weight initialiser of every dense deep detector (default: each preset's own; "
+                         "see vaegmm_jax.nets.dense.KERNEL_INITS)")
     ap.add_argument("--mnist-epochs", type=int, default=30)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run: 2 seeds, 2 epochs, small alibi/MNIST sets")
     ap.add_argument("--out", default=str(_ROOT / "benchmarks" / "ACCURACY.md"))
@@ -201,23 +204,29 @@ class Runner:
         self.pool.shutdown(wait=True)
 
 
+def _init_kw(args) -> dict:
+    """{'kernel_init': ...} when --kernel-init overrides the presets' initialiser, else {}."""
+    return {"kernel_init": args.kernel_init} if args.kernel_init else {}
+
+
 def _specs_for(preset_name: str, detectors, args):
     from vaegmm_jax import protocols
 
     scale = args.epochs_scale
     quick_epochs = {"epochs": 2} if args.quick else {}
+    init = _init_kw(args)
     specs = []
     for d in detectors:
         if d == "dagmm":
-            specs.append(protocols.dagmm_spec(preset_name, epochs_scale=scale, **quick_epochs))
+            specs.append(protocols.dagmm_spec(preset_name, epochs_scale=scale, **quick_epochs, **init))
         elif d == "vaegmm":
             beta = args.vaegmm_beta if args.vaegmm_beta is not None else VAEGMM_BETA.get(preset_name, 1.0)
             specs.append(protocols.vaegmm_spec(preset_name, epochs_scale=scale, recon=args.vaegmm_recon, beta=beta,
-                                               **quick_epochs))
+                                               **quick_epochs, **init))
         elif d == "vae":
-            specs.append(protocols.vae_spec(preset_name, epochs_scale=scale, epochs=2 if args.quick else None))
+            specs.append(protocols.vae_spec(preset_name, epochs_scale=scale, epochs=2 if args.quick else None, **init))
         elif d == "random":
-            specs.append(protocols.random_init_spec(preset_name))
+            specs.append(protocols.random_init_spec(preset_name, **init))
         elif d == "iforest":
             specs.append(protocols.isolation_forest_spec())
     return specs
@@ -350,9 +359,12 @@ def submit_alibi(runner: Runner, args, cache) -> dict:
     _log(f"preparing alibi KDD ({args.seeds} runs)")
     data = protocols.alibi_kdd_runs(ds, range(args.seeds), **kw)
     ep = {"epochs": 2} if args.quick else {}
-    vaegmm = protocols.vaegmm_spec(presets.ALIBI_KDD_VAEGMM, epochs_scale=args.epochs_scale, name="VAEGMM", **ep)
+    init = _init_kw(args)
+    vaegmm = protocols.vaegmm_spec(presets.ALIBI_KDD_VAEGMM, epochs_scale=args.epochs_scale, name="VAEGMM",
+                                   **ep, **init)
     aegmm = protocols.dagmm_spec(
         presets.KDDCUP, name="AEGMM", n_gmm=2, epochs=ep.get("epochs", max(1, round(30 * args.epochs_scale))),
+        **init,
     )
     aegmm.description = ("OutlierAEGMM, DAGMM KDD nets (60-30-10 tanh, latent 1), K 2, "
                          f"{aegmm.fit_args['epochs']} epochs, batch 1024, lr 1e-4 (not alibi's exact AEGMM example)")
@@ -495,7 +507,8 @@ def main(argv=None) -> int:
         f"- device: {_device_line()}",
         f"- date: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}; total wall time "
         f"{total:.0f} s (data loading and compilation included)",
-        f"- seeds: {args.seeds}; epochs scale: {args.epochs_scale:g} of the paper's epochs"
+        f"- seeds: {args.seeds}; epochs scale: {args.epochs_scale:g} of the paper's epochs; weight initialiser: "
+        f"{args.kernel_init or 'as each preset says'}"
         + (" (quick: 2 epochs)" if args.quick else ""),
         "- KDD Cup 99 encoding: the 10% file, 38 numeric columns + one-hot protocol_type/service/flag "
         "= 118 columns (the paper's 120 came from the full file); min-max scaling of the numeric columns "

@@ -50,8 +50,8 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def validation_data(args):
+    """The validation runs of ``args.dataset`` (seeds ``args.first_seed`` ..), printed."""
     if args.data is None and not os.environ.get("VAEGMM_DATA"):
         raise SystemExit("set VAEGMM_DATA to the data folder (e.g. ../shared/data) or pass --data")
     from vaegmm_jax import datasets, protocols
@@ -67,9 +67,13 @@ def main(argv=None) -> int:
     info = data.info
     print(f"{name}: {info['n_train']} fit rows, {info['n_test']} validation rows "
           f"({info['test_anomaly_ratio']:.1%} anomalies), seeds {list(seeds)}", flush=True)
-    specs = [] if args.no_dagmm else [protocols.dagmm_spec(name, epochs_scale=args.epochs_scale)]
-    specs += [protocols.vaegmm_spec(name, epochs_scale=args.epochs_scale, beta=b, name=f"VAEGMM beta {b:g}")
-              for b in args.betas]
+    return data
+
+
+def run_and_report(data, specs, json_path=None) -> None:
+    """Runs each spec on the validation runs; prints one table row per spec (and per-seed F1)."""
+    from vaegmm_jax import protocols
+
     rows, all_runs = [], []
     for spec in specs:
         t0 = time.perf_counter()
@@ -81,12 +85,26 @@ def main(argv=None) -> int:
         line = (f"| {spec.name} | {s['f1'][0]:.3f} ± {s['f1'][1]:.3f} | {s['auroc'][0]:.3f} ± {s['auroc'][1]:.3f} "
                 f"| {s['ap'][0]:.3f} ± {s['ap'][1]:.3f} | {s['n_failed']}/{s['n_runs']} |")
         rows.append(line)
-        print(f"{line}  {time.perf_counter() - t0:.0f} s, {runs[0].get('epochs')} epochs", flush=True)
+        per_seed = ", ".join(f"{r['f1']:.3f}" for r in runs)
+        print(f"{line}  {time.perf_counter() - t0:.0f} s, {runs[0].get('epochs')} epochs; F1 per seed {per_seed}",
+              flush=True)
     print("\n| detector | validation F1 | AUROC | AP | failed |\n|---|---|---|---|---|")
     print("\n".join(rows))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(all_runs, indent=1, default=float) + "\n")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(all_runs, indent=1, default=float) + "\n")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from vaegmm_jax import protocols
+
+    data = validation_data(args)
+    name = args.dataset
+    specs = [] if args.no_dagmm else [protocols.dagmm_spec(name, epochs_scale=args.epochs_scale)]
+    specs += [protocols.vaegmm_spec(name, epochs_scale=args.epochs_scale, beta=b, name=f"VAEGMM beta {b:g}")
+              for b in args.betas]
+    run_and_report(data, specs, args.json)
     return 0
 
 

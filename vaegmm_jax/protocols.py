@@ -728,7 +728,7 @@ def dagmm_spec(preset, *, epochs_scale: float = 1.0, name: str = "DAGMM", **over
         factory=lambda s: presets.make_detector(p, seed=s),
         fit_args=fit,
         description=f"OutlierAEGMM, preset {p.name}: hidden {tuple(p.hidden)}, latent {p.latent_dim}, K {p.n_gmm}, "
-        f"{fit['epochs']} epochs, batch {fit['batch_size']}, Adam lr {p.learning_rate:g}",
+        f"{fit['epochs']} epochs, batch {fit['batch_size']}, Adam lr {p.learning_rate:g}, init {p.kernel_init}",
     )
 
 
@@ -772,7 +772,8 @@ def vaegmm_spec(
             factory=lambda s: presets.make_detector(p, seed=s),
             fit_args=fit,
             description=f"OutlierVAEGMM, preset {p.name}: hidden {tuple(p.hidden)} {p.activation}, latent {p.latent_dim}, "
-            f"K {p.n_gmm}, {fit['epochs']} epochs, batch {fit['batch_size']}, sim {p.sim:g}, lr {p.learning_rate:g}",
+            f"K {p.n_gmm}, {fit['epochs']} epochs, batch {fit['batch_size']}, sim {p.sim:g}, lr {p.learning_rate:g}, "
+            f"init {p.kernel_init}",
         )
     if recon not in ("dagmm", "alibi"):
         raise ValueError(f"recon must be 'dagmm' or 'alibi', got {recon!r}")
@@ -792,7 +793,8 @@ def vaegmm_spec(
         name=name,
         factory=factory,
         fit_args=fit,
-        description=f"OutlierVAEGMM with preset {p.name}'s nets and schedule ({fit['epochs']} epochs), L {samples}, "
+        description=f"OutlierVAEGMM with preset {p.name}'s nets ({p.kernel_init} init) and schedule "
+        f"({fit['epochs']} epochs), L {samples}, "
         f"beta {beta:g}, recon {'SSE-matched (sim sqrt(1/2), w_recon 1)' if recon == 'dagmm' else 'alibi (sim 0.05, w_recon 1e-7)'}",
     )
 
@@ -812,6 +814,7 @@ def vae_spec(
     samples: int = 10,
     score_chunk: int = 16384,
     seed_batch_size: int | None = None,
+    kernel_init: str | None = None,
 ) -> DetectorSpec:
     """OutlierVAE; with a DAGMM preset, its encoder widths, latent size and schedule.
 
@@ -824,6 +827,7 @@ def vae_spec(
       samples: L.
       score_chunk: rows per scoring chunk.
       seed_batch_size: see :class:`DetectorSpec`.
+      kernel_init: weight initialiser of the dense nets (default: the preset's, else Flax's).
     """
     import optax
 
@@ -838,7 +842,7 @@ def vae_spec(
     lat = latent_dim if latent_dim is not None else (p.latent_dim if p is not None else 2)
     hid = hidden if hidden is not None else (tuple(p.hidden) if p is not None else None)
     act = p.activation if p is not None else "tanh"
-    init = p.kernel_init if p is not None else "lecun_normal"
+    init = kernel_init or (p.kernel_init if p is not None else "lecun_normal")
 
     def factory(seed):
         return OutlierVAE(score_type=score_type, likelihood=likelihood, latent_dim=lat, hidden=hid,
