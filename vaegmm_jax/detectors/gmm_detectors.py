@@ -428,8 +428,8 @@ class OutlierVAEGMM(_GMMDetector):
       eps: covariance jitter (alibi issue #554 asks for it to be configurable).
       hidden, gmm_hidden, gmm_dropout, activation: shape of the default nets.
       kernel_init: weight initialiser of the default nets and the latent heads:
-        'lecun_normal' (Flax's default), 'glorot_uniform' (TensorFlow/Keras: the DAGMM
-        paper's code, alibi-detect) or 'torch_uniform' (PyTorch's nn.Linear); see
+        'lecun_normal' (Flax's default), 'glorot_uniform' (TensorFlow/Keras:
+        alibi-detect, the TensorFlow DAGMM ports) or 'torch_uniform' (PyTorch's nn.Linear); see
         :data:`vaegmm_jax.nets.dense.KERNEL_INITS`. User-given nets keep their own.
     """
 

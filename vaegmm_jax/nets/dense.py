@@ -16,7 +16,7 @@ ACTIVATIONS = {
 # Dense kernel initialisers by name, so that a configuration (and a checkpoint's config)
 # stays a plain string. The frameworks whose models we reproduce differ here:
 # Flax's default is LeCun normal (truncated normal, variance 1 / fan_in); TensorFlow /
-# Keras layers (the DAGMM paper's code, alibi-detect) use Glorot uniform (variance
+# Keras layers (alibi-detect, the TensorFlow DAGMM ports) use Glorot uniform (variance
 # 2 / (fan_in + fan_out)); PyTorch's nn.Linear draws U(+-1 / sqrt(fan_in)) (variance
 # 1 / (3 fan_in)). Biases start at zero in all of them here.
 KERNEL_INITS = {
