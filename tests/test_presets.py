@@ -100,6 +100,10 @@ def test_make_detector_alibi_architecture():
     assert _dense_shapes(shapes["decoder"]) == [(2, 7), (7, 15), (15, 20), (20, 18)]
     assert _dense_shapes(shapes["gmm"]) == [(4, 10), (10, 2)]
     assert det.model.encoder.module.activation == "relu" and det.model.gmm_net.module.dropout == 0.0
+    # Keras' default draw, in every net and head, as in alibi's example
+    assert det.arch["kernel_init"] == "glorot_uniform" == det.model.head_init
+    assert {det.model.encoder.module.kernel_init, det.model.decoder.module.kernel_init,
+            det.model.gmm_net.module.kernel_init} == {"glorot_uniform"}
 
 
 def test_overrides_and_fit_kwargs():

@@ -3,7 +3,8 @@
 * DAGMM paper (Zong et al., ICLR 2018), section 4 / appendix: KDDCUP, Thyroid,
   Arrhythmia and KDDCUP-Rev, built as :class:`~vaegmm_jax.OutlierAEGMM`.
 * alibi-detect's KDD example: :class:`~vaegmm_jax.OutlierVAEGMM` with latent 2, K 2,
-  nets 18-20-15-7 relu, 50 epochs, batch 1024, cov_elbo sim 0.0025, lr 1e-4.
+  nets 18-20-15-7 relu, 50 epochs, batch 1024, cov_elbo sim 0.0025, lr 1e-4, and Keras'
+  Glorot-uniform weights.
 
 Read a preset, override any field with ``dataclasses.replace`` (or as keyword
 arguments of :func:`make_detector` / :func:`fit_kwargs`), build the detector and
@@ -100,7 +101,8 @@ class VAEGMMPreset:
         features the paper's 'dagmm' features fail: ||x|| of typical normal rows is near
         0, so ||x - x'|| / ||x|| is noise (2 seeds, 5 epochs: F1 0.16 with 'dagmm', 0.93
         with 'alibi').
-      kernel_init: weight initialiser of the nets (``nets.dense.KERNEL_INITS``).
+      kernel_init: weight initialiser of the nets (``nets.dense.KERNEL_INITS``):
+        'glorot_uniform', the Keras default that the example's nets and alibi's heads use.
       epochs, batch_size, learning_rate: Adam training.
       sim: the isotropic standard deviation of the reconstruction likelihood (cov_elbo).
       w_recon, w_energy, w_cov_diag: alibi's loss weights.
@@ -120,7 +122,7 @@ class VAEGMMPreset:
     samples: int = 10
     beta: float = 1.0
     recon_features: str = "alibi"
-    kernel_init: str = "lecun_normal"
+    kernel_init: str = "glorot_uniform"
     epochs: int = 50
     batch_size: int = 1024
     learning_rate: float = 1e-4
