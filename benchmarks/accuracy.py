@@ -100,6 +100,8 @@ def parse_args(argv=None):
     ap.add_argument("--vaegmm-beta", type=float, default=None,
                     help="VAEGMM KL weight on the DAGMM protocol for every data set (default: VAEGMM_BETA, "
                          "chosen per data set on a validation split of the train half)")
+    # vaegmm_jax.nets.dense.KERNEL_INITS, spelled out: importing the library (and JAX) here would
+    # come before main() sets XLA_FLAGS
     ap.add_argument("--kernel-init", default=None, choices=("lecun_normal", "glorot_uniform", "torch_uniform"),
                     help="weight initialiser of every dense deep detector (default: each preset's own; "
                          "see vaegmm_jax.nets.dense.KERNEL_INITS)")

@@ -88,6 +88,9 @@ class GMMAutoencoder:
     eps: float = gmm_lib.DEFAULT_EPS
     head_init: str = DEFAULT_KERNEL_INIT
 
+    def __post_init__(self):
+        kernel_initializer(self.head_init)  # an unknown name fails here, not at init
+
     @property
     def head(self) -> Network:
         return _head_network(self.latent_dim, self.variational, self.head_init)
@@ -257,7 +260,6 @@ def _head_network(latent_dim: int, variational: bool, kernel_init: str = DEFAULT
     # Cached so that repeated property access yields the same Network object.
     key = (latent_dim, variational, kernel_init)
     if key not in _HEADS:
-        kernel_initializer(kernel_init)  # a clear error for an unknown name, before it is cached
         module = GaussianHeads(latent_dim, kernel_init) if variational else _LinearHead(latent_dim, kernel_init)
         _HEADS[key] = from_linen(module)
     return _HEADS[key]
