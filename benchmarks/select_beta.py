@@ -36,6 +36,8 @@ def parse_args(argv=None):
     ap.add_argument("--val-anomaly-ratio", type=float, default=None,
                     help="anomaly ratio of the validation set (default: keep every train-half anomaly)")
     ap.add_argument("--no-dagmm", action="store_true", help="skip the DAGMM reference cell")
+    ap.add_argument("--scaling", choices=("minmax", "standardize", "none"), default="minmax",
+                    help="input transform fitted on the fit rows (vaegmm_jax.protocols.SCALINGS; default: the paper's)")
     ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
     ap.add_argument("--json", default=None, help="write every run's result dict here")
     args = ap.parse_args(argv)
@@ -63,10 +65,11 @@ def validation_data(args):
         ds = datasets.load_odds(name, args.data)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     data = protocols.dagmm_validation_runs(ds, seeds, rev=(name == "kddcup_rev"), name=name,
-                                           anomaly_ratio=args.val_anomaly_ratio)
+                                           anomaly_ratio=args.val_anomaly_ratio,
+                                           scaling=args.scaling)
     info = data.info
     print(f"{name}: {info['n_train']} fit rows, {info['n_test']} validation rows "
-          f"({info['test_anomaly_ratio']:.1%} anomalies), seeds {list(seeds)}", flush=True)
+          f"({info['test_anomaly_ratio']:.1%} anomalies), seeds {list(seeds)}; scaling: {info['scaling']}", flush=True)
     return data
 
 

@@ -36,6 +36,8 @@ def parse_args(argv=None):
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="fraction of the paper's epochs")
     ap.add_argument("--val-anomaly-ratio", type=float, default=None,
                     help="anomaly ratio of the validation set (default: keep every train-half anomaly)")
+    ap.add_argument("--scaling", choices=("minmax", "standardize", "none"), default="minmax",
+                    help="input transform fitted on the fit rows (vaegmm_jax.protocols.SCALINGS; default: the paper's)")
     ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
     ap.add_argument("--json", default=None, help="write every run's result dict here")
     args = ap.parse_args(argv)

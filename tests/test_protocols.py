@@ -94,8 +94,8 @@ def test_validation_runs_never_touch_test_rows():
     # KDDCUP-Rev: the validation rows come from the same per-seed subset and train half
     Xk = np.random.default_rng(0).random((40_000, 3)).astype(np.float32)
     yk = np.r_[np.ones(10_000), np.zeros(30_000)].astype(np.int64)  # 1 = 'normal.' in the KDD protocol
-    vr = protocols.dagmm_validation_runs((Xk, yk), [5], rev=True, scale=False)
-    pr = protocols.dagmm_runs((Xk, yk), [5], rev=True, scale=False)
+    vr = protocols.dagmm_validation_runs((Xk, yk), [5], rev=True, scaling="none")
+    pr = protocols.dagmm_runs((Xk, yk), [5], rev=True, scaling="none")
     assert len(np.intersect1d(vr.indices("test")[0], pr.indices("test")[0])) == 0
     assert np.isin(vr.train_idx[0], pr.train_idx[0]).all()
     # 25% of the train half's 5,000 normals plus all of its 12,159 attacks (of 24,319)
@@ -143,6 +143,25 @@ def test_dagmm_runs_scaling_fitted_on_training_rows():
         np.testing.assert_array_equal(data.labels("test")[i], y[data.indices("test")[i]])
     dev = np.asarray(data.device("test"))
     np.testing.assert_allclose(dev[1], data.host("test", 1), rtol=1e-6, atol=1e-6)
+
+
+def test_dagmm_runs_standardize_scales_every_column_on_training_rows():
+    X, y = _separable()
+    X[:, 0] = (X[:, 0] > 0.5).astype(np.float32)  # a one-hot-like column is standardised too
+    cont = np.r_[False, np.ones(X.shape[1] - 1, bool)]
+    data = protocols.dagmm_runs((X, y, cont), [0, 1], scaling="standardize")
+    assert "z-score" in data.info["scaling"]
+    for i in range(2):
+        tr = data.host("train", i)
+        np.testing.assert_allclose(tr.mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(tr.std(axis=0), 1, atol=1e-4)
+        raw = X[data.train_idx[i]]
+        expect = (X[data.indices("test")[i]] - raw.mean(axis=0)) / raw.std(axis=0)
+        np.testing.assert_allclose(data.host("test", i), expect, rtol=1e-4, atol=1e-4)
+    minmax = protocols.dagmm_runs((X, y, cont), [0], scaling="minmax").host("train", 0)
+    np.testing.assert_array_equal(minmax[:, 0], X[protocols.dagmm_runs((X, y, cont), [0]).train_idx[0], 0])
+    with pytest.raises(ValueError, match="scaling must be one of"):
+        protocols.dagmm_validation_runs((X, y), [0], scaling="robust")
 
 
 def test_alibi_and_mnist_run_data():

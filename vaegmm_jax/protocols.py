@@ -72,6 +72,7 @@ __all__ = [
     "stratified_split",
     "dagmm_runs",
     "dagmm_validation_runs",
+    "SCALINGS",
     "alibi_kdd_runs",
     "create_outlier_batch",
     "contaminated_mnist_runs",
@@ -358,13 +359,27 @@ def _as_dataset(data) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     return X, np.asarray(y), cont, name
 
 
+#: Input transforms of the DAGMM protocols, fitted on each run's training rows.
+SCALINGS = {
+    "minmax": "min-max of the continuous columns (the paper)",
+    "standardize": "z-score of every column, one-hot ones included (the TensorFlow reproduction's StandardScaler)",
+    "none": "none",
+}
+
+
+def _scaling_note(scaling: str, rows: str) -> str:
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling must be one of {sorted(SCALINGS)}, got {scaling!r}")
+    return SCALINGS[scaling] + ("" if scaling == "none" else f", fitted on the {rows}")
+
+
 def dagmm_runs(
     data,
     seeds: Sequence[int],
     *,
     contamination: float = 0.0,
     rev: bool = False,
-    scale: bool = True,
+    scaling: str = "minmax",
     name: str | None = None,
 ) -> RunData:
     """Per-seed rows of the DAGMM paper protocol (see the module docstring).
@@ -377,12 +392,17 @@ def dagmm_runs(
       rev: build KDDCUP-Rev from KDD data (``data`` from ``load_kddcup99(protocol="dagmm")``):
         all ``normal.`` rows plus 24,319 attacks drawn with ``default_rng([seed, 1])``;
         the attacks are the anomalies.
-      scale: min-max scale the continuous columns, fitted on each run's training rows.
+      scaling: the input transform, fitted on each run's training rows (see
+        :data:`SCALINGS`): ``'minmax'`` (the paper: min-max of the continuous columns),
+        ``'standardize'`` (z-score of every column, one-hot ones included, as the
+        TensorFlow DAGMM reproduction's default StandardScaler) or ``'none'``.
       name: data set name for the report.
 
     Returns:
       :class:`RunData` with train_idx (S, n_train) and evals {'test': (idx (S, n_test), y (S, n_test))}.
     """
+    scaling_note = _scaling_note(scaling, "training rows")  # fails before any work on a bad name
+
     def split(ys, seed):
         parts = dagmm_split(ys, seed, contamination=contamination)
         return parts.train, parts.test
@@ -397,9 +417,9 @@ def dagmm_runs(
         "contamination": float(contamination),
         "split": "stratified random 50/50; train = normal rows of the train half"
         + (f" + {contamination:.0%} of its anomalies" if contamination else ""),
-        "scaling": "min-max of the continuous columns, fitted on the training rows" if scale else "none",
+        "scaling": scaling_note,
     }
-    return _ratio_run_data("dagmm", name or ("kddcup_rev" if rev else ds_name), X, cont, scale, seeds,
+    return _ratio_run_data("dagmm", name or ("kddcup_rev" if rev else ds_name), X, cont, scaling, seeds,
                            train_idx, test_idx, y_test, info)
 
 
@@ -434,10 +454,11 @@ def _split_each_seed(data, seeds: Sequence[int], rev: bool, split: Callable):
             np.stack(ev_y).astype(np.int64), tr_y)
 
 
-def _ratio_run_data(protocol, dataset, X, cont, scale, seeds, train_idx, eval_idx, eval_y, info) -> RunData:
-    """RunData scored on 'test' at the anomaly-ratio threshold, min-max scaled on the training rows."""
-    if scale and cont.any():
-        sc, off = _fit_affine(X, train_idx, cont, "minmax")
+def _ratio_run_data(protocol, dataset, X, cont, scaling, seeds, train_idx, eval_idx, eval_y, info) -> RunData:
+    """RunData scored on 'test' at the anomaly-ratio threshold, transformed as ``scaling`` on the training rows."""
+    columns = cont if scaling == "minmax" else np.ones(X.shape[1], bool)
+    if scaling != "none" and columns.any():
+        sc, off = _fit_affine(X, train_idx, columns, scaling)
     else:
         sc = off = None
     return RunData(
@@ -453,26 +474,28 @@ def dagmm_validation_runs(
     val_frac: float = 0.25,
     anomaly_ratio: float | None = None,
     rev: bool = False,
-    scale: bool = True,
+    scaling: str = "minmax",
     name: str | None = None,
 ) -> RunData:
     """Per-seed rows for model selection on the DAGMM protocol: no test-half row is used.
 
     As :func:`dagmm_runs` (same KDDCUP-Rev subset and train half for a seed), but the
-    model trains on the fit normals of :func:`dagmm_validation_split` (min-max scaling
+    model trains on the fit normals of :func:`dagmm_validation_split` (the ``scaling``
     fitted on them) and is evaluated on its validation rows. The evaluation set is
     named ``'test'`` so that :func:`run_protocol` scores it exactly as the protocol
     scores its test half (top ``r`` fraction flagged, r = the validation anomaly
     ratio); it holds train-half rows only. Use seeds other than the reported ones.
 
     Args:
-      data, seeds, rev, scale, name: as :func:`dagmm_runs`.
+      data, seeds, rev, scaling, name: as :func:`dagmm_runs`.
       val_frac, anomaly_ratio: as :func:`dagmm_validation_split`.
 
     Returns:
       :class:`RunData` with protocol 'dagmm_val', train_idx (S, n_fit) and
       evals {'test': the validation rows (S, n_val)}.
     """
+    scaling_note = _scaling_note(scaling, "fit rows")
+
     def split(ys, seed):
         parts = dagmm_validation_split(ys, seed, val_frac=val_frac, anomaly_ratio=anomaly_ratio)
         return parts.train, parts.val
@@ -487,9 +510,9 @@ def dagmm_validation_runs(
         "split": f"validation: fit on {1 - val_frac:.0%} of the train half's normal rows; evaluate on the other "
         f"{val_frac:.0%} plus " + ("all" if anomaly_ratio is None else f"(ratio {anomaly_ratio:g})")
         + " of the train half's anomalies; the test half is not used",
-        "scaling": "min-max of the continuous columns, fitted on the fit rows" if scale else "none",
+        "scaling": scaling_note,
     }
-    return _ratio_run_data("dagmm_val", name or ("kddcup_rev" if rev else ds_name), X, cont, scale, seeds,
+    return _ratio_run_data("dagmm_val", name or ("kddcup_rev" if rev else ds_name), X, cont, scaling, seeds,
                            train_idx, val_idx, y_val, info)
 
 
