@@ -15,7 +15,9 @@ the test rows):
 
 * :func:`dagmm_runs` - DAGMM paper (Zong et al., 2018): a random 50/50 split
   (stratified by label, so every run has the same sizes), training on the normal
-  rows of the train half only, min-max scaling fitted on those training rows,
+  rows of the train half only, min-max scaling fitted on those training rows
+  (``scaling='standardize'`` z-scores every column instead, as the TensorFlow
+  reproduction does; :data:`SCALINGS`),
   threshold flagging the test rows whose score is in the top ``r`` fraction, r the anomaly ratio of the
   test half (:func:`vaegmm_jax.metrics.precision_recall_f1_at_ratio`). With
   ``contamination=c`` a fraction c of the train half's anomaly rows is kept in
