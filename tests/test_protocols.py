@@ -214,6 +214,27 @@ def test_protocol_on_trivially_separable_data():
         assert summ["f1"][0] == pytest.approx(1.0) and summ["n_failed"] == 0
 
 
+def test_run_protocol_reports_the_final_training_loss_of_each_run():
+    X, y = _separable()
+    data = protocols.dagmm_runs((X, y, None, "separable"), [0, 1])
+    tiny = presets.DAGMMPreset(name="tiny", n_features=6, hidden=(8, 4), latent_dim=1, n_gmm=2, epochs=3,
+                               batch_size=128, anomaly_ratio=0.1, paper_f1=float("nan"))
+    spec = protocols.dagmm_spec(tiny)
+    runs = protocols.run_protocol(data, spec)
+    for r in runs:
+        loss = r["final_loss"]
+        assert set(loss) == {"recon", "energy", "cov_diag", "kl", "total"}
+        # the objective's weighting (lambda1 0.1, lambda2 0.005) holds for the reported epoch means
+        assert loss["total"] == pytest.approx(loss["recon"] + 0.1 * loss["energy"] + 0.005 * loss["cov_diag"],
+                                              rel=1e-4, abs=1e-5)
+    # seed 1's figure is the last epoch of a single detector trained on the same rows with seed 1
+    hist = spec.factory(1).fit(data.host("train", 1), **spec.fit_args)
+    assert runs[1]["final_loss"]["total"] == pytest.approx(hist["total"][-1], rel=1e-4)
+    assert runs[0]["final_loss"]["total"] != pytest.approx(runs[1]["final_loss"]["total"], rel=1e-6)
+    assert np.isnan(protocols._last_finite(np.array([np.nan, np.nan])))
+    assert protocols._last_finite(np.array([1.0, 2.0, np.nan])) == 2.0
+
+
 def test_thyroid_smoke(data_dir):
     ds = datasets.load_odds("thyroid", data_dir)
     data = protocols.dagmm_runs(ds, [0, 1])

@@ -960,7 +960,9 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
       One dict per seed: protocol, dataset, detector, seed, precision, recall, f1, auroc,
       ap, threshold, ok (False: training diverged, the mixture is invalid or a score
       is not finite; metrics NaN), wall_s (the batch's wall time / S), batch_wall_s,
-      n_train, n_test, test_anomaly_ratio, epochs, contamination.
+      n_train, n_test, test_anomaly_ratio, epochs, contamination; for vaegmm_jax
+      detectors also failed_epoch and final_loss ({loss term: its mean over the last
+      epoch that finished, NaN if none}: training data only, so it may pick among runs).
     """
     ok = np.ones(data.n_seeds, bool)
     epochs = None
@@ -1009,8 +1011,15 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
         }
         if spec.factory is not None:
             row["failed_epoch"] = int(fit.failed_epoch[i])
+            row["final_loss"] = {term: _last_finite(h[i]) for term, h in fit.history.items()}
         results.append(row)
     return results
+
+
+def _last_finite(values: np.ndarray) -> float:
+    """The last finite entry of a 1-D history, NaN if none."""
+    finite = np.flatnonzero(np.isfinite(values))
+    return float(values[finite[-1]]) if finite.size else float("nan")
 
 
 def summarize(results: Sequence[dict], keys: Sequence[str] = ("precision", "recall", "f1", "auroc", "ap")) -> dict:
