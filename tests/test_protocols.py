@@ -235,6 +235,49 @@ def test_run_protocol_reports_the_final_training_loss_of_each_run():
     assert protocols._last_finite(np.array([1.0, 2.0, np.nan])) == 2.0
 
 
+def test_restarts_keep_the_lowest_training_energy_and_restart_0_is_the_single_run():
+    X, y = _separable()
+    data = protocols.dagmm_runs((X, y, None, "separable"), [0, 1])
+    tiny = presets.DAGMMPreset(name="tiny", n_features=6, hidden=(8, 4), latent_dim=1, n_gmm=2, epochs=3,
+                               batch_size=128, anomaly_ratio=0.1, paper_f1=float("nan"))
+    single = protocols.run_protocol(data, protocols.dagmm_spec(tiny))
+    spec = protocols.dagmm_spec(tiny, restarts=3)
+    assert "best of 3 restarts by final training energy" in spec.description
+    runs = protocols.run_protocol(data, spec)
+    for one, best in zip(single, runs):
+        losses = best["restart_losses"]
+        assert len(losses) == 3 and len(set(losses)) == 3  # distinct models
+        assert losses[0] == pytest.approx(one["final_loss"]["energy"], rel=1e-5)
+        assert best["restart"] == int(np.argmin(losses))
+        assert best["final_loss"]["energy"] == pytest.approx(min(losses), rel=1e-6)
+    # restart r of run 0 is a single run with model seed 0 + r * stride on run 0's rows
+    r = 2
+    det = spec.factory(protocols.RESTART_SEED_STRIDE * r)
+    hist = det.fit(data.host("train", 0), **spec.fit_args)
+    assert runs[0]["restart_losses"][r] == pytest.approx(hist["energy"][-1], rel=1e-4)
+
+
+def test_restart_choice_skips_failed_restarts_and_bad_specs():
+    from types import SimpleNamespace
+
+    nan = float("nan")
+    # 2 runs x 3 restarts, model r * 2 + i; run 0's lowest energy (model 2) failed
+    fit = SimpleNamespace(ok=np.array([True, True, False, True, True, False]),
+                          history={"energy": np.array([[5.0, 3.0], [4.0, 2.0], [1.0, 0.0], [9.0, 1.0],
+                                                       [6.0, 2.5], [nan, nan]])})
+    np.testing.assert_array_equal(protocols._pick_restarts(fit, 2, 3, "energy"), [4, 3])
+    all_failed = SimpleNamespace(ok=np.zeros(2, bool), history={"energy": np.zeros((2, 1))})
+    np.testing.assert_array_equal(protocols._pick_restarts(all_failed, 1, 2, "energy"), [0])
+    with pytest.raises(ValueError, match="restarts must be a positive integer"):
+        protocols.dagmm_spec("thyroid", restarts=0)
+    with pytest.raises(ValueError, match="not to sklearn"):
+        protocols.DetectorSpec(name="x", sklearn_factory=lambda s: None, restarts=2)
+    X, y = _separable()
+    data = protocols.dagmm_runs((X, y), [0])
+    with pytest.raises(ValueError, match="restart_select must be a loss term.*'recon'"):
+        protocols.run_protocol(data, protocols.dagmm_spec("thyroid", restarts=2, restart_select="likelihood"))
+
+
 def test_thyroid_smoke(data_dir):
     ds = datasets.load_odds("thyroid", data_dir)
     data = protocols.dagmm_runs(ds, [0, 1])

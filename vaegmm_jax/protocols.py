@@ -84,6 +84,7 @@ __all__ = [
     "random_init_spec",
     "isolation_forest_spec",
     "run_protocol",
+    "RESTART_SEED_STRIDE",
     "summarize",
 ]
 
@@ -690,6 +691,12 @@ class DetectorSpec:
       epochs_per_call: epochs per jitted training call.
       seed_batch_size: seeds trained and scored together (``multiseed.fit_many``);
         None vmaps all of them (1 is fastest for conv nets on a CPU).
+      restarts: models trained per run on the run's training rows (model seeds
+        ``seed + RESTART_SEED_STRIDE * r``, r = 0..restarts-1, so restart 0 is the
+        single-model run); the run reports the one with the lowest final training
+        loss term ``restart_select``. Training data only, like scikit-learn's
+        ``GaussianMixture(n_init=...)``; costs ``restarts`` times the training.
+      restart_select: the ``final_loss`` term that picks the restart (lowest wins).
       description: plain-words settings for the report.
     """
 
@@ -700,7 +707,15 @@ class DetectorSpec:
     score_chunk: int = 16384
     epochs_per_call: int | None = 1000
     seed_batch_size: int | None = None
+    restarts: int = 1
+    restart_select: str = "energy"
     description: str = ""
+
+    def __post_init__(self):
+        if int(self.restarts) != self.restarts or self.restarts < 1:
+            raise ValueError(f"restarts must be a positive integer, got {self.restarts!r}")
+        if self.restarts > 1 and self.factory is None:
+            raise ValueError("restarts apply to vaegmm_jax detectors (factory), not to sklearn estimators")
 
 
 def _preset(preset):
@@ -736,24 +751,31 @@ def _scaled_epochs(epochs: int, epochs_scale: float) -> int:
     return max(1, int(round(epochs * float(epochs_scale))))
 
 
-def dagmm_spec(preset, *, epochs_scale: float = 1.0, name: str = "DAGMM", **overrides) -> DetectorSpec:
+def dagmm_spec(
+    preset, *, epochs_scale: float = 1.0, name: str = "DAGMM", restarts: int = 1, restart_select: str = "energy",
+    **overrides,
+) -> DetectorSpec:
     """OutlierAEGMM with a DAGMM paper preset (architecture, epochs x ``epochs_scale``, batch, Adam lr, lambdas).
 
     Args:
       preset: a :mod:`vaegmm_jax.presets` preset or its name ('kddcup', 'thyroid', ...).
       epochs_scale: fraction of the preset's epochs (at least 1 epoch).
       name: report label.
+      restarts, restart_select: as :class:`DetectorSpec` (1: the paper's one model per run).
       **overrides: preset fields (e.g. ``epochs=5``, ``batch_size=...``).
     """
     from vaegmm_jax import presets
 
     p, fit = _preset_and_fit_args(preset, overrides, epochs_scale)
+    picked = f"; best of {restarts} restarts by final training {restart_select}" if restarts > 1 else ""
     return DetectorSpec(
         name=name,
         factory=lambda s: presets.make_detector(p, seed=s),
         fit_args=fit,
+        restarts=restarts,
+        restart_select=restart_select,
         description=f"OutlierAEGMM, preset {p.name}: hidden {tuple(p.hidden)}, latent {p.latent_dim}, K {p.n_gmm}, "
-        f"{fit['epochs']} epochs, batch {fit['batch_size']}, Adam lr {p.learning_rate:g}, init {p.kernel_init}",
+        f"{fit['epochs']} epochs, batch {fit['batch_size']}, Adam lr {p.learning_rate:g}, init {p.kernel_init}{picked}",
     )
 
 
@@ -962,7 +984,8 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
       is not finite; metrics NaN), wall_s (the batch's wall time / S), batch_wall_s,
       n_train, n_test, test_anomaly_ratio, epochs, contamination; for vaegmm_jax
       detectors also failed_epoch and final_loss ({loss term: its mean over the last
-      epoch that finished, NaN if none}: training data only, so it may pick among runs).
+      epoch that finished, NaN if none}: training data only, so it may pick among runs),
+      and with ``spec.restarts`` > 1 the picked restart and every restart's selecting loss.
     """
     ok = np.ones(data.n_seeds, bool)
     epochs = None
@@ -970,19 +993,32 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
     if spec.factory is not None:
         from vaegmm_jax import multiseed
 
+        restarts = int(spec.restarts)
+        if restarts > 1:  # a wrong name fails before the training, not after it
+            terms = tuple(spec.factory(data.seeds[0]).loss_terms)
+            if spec.restart_select not in terms:
+                raise ValueError(f"restart_select must be a loss term of the detector, one of {sorted(terms)}; "
+                                 f"got {spec.restart_select!r}")
+
+        def tiled(name):  # (S * restarts, n, *R): restart r of run i at r * S + i
+            x = data.device(name)
+            return x if restarts == 1 else jnp.concatenate([x] * restarts, axis=0)
+
+        model_seeds = [s + RESTART_SEED_STRIDE * r for r in range(restarts) for s in data.seeds]
         t0 = time.perf_counter()
         fit = multiseed.fit_many(
-            spec.factory, data.device("train"), data.seeds, per_seed_data=True,
+            spec.factory, tiled("train"), model_seeds, per_seed_data=True,
             epochs_per_call=spec.epochs_per_call, seed_batch_size=spec.seed_batch_size, **spec.fit_args,
         )
         all_scores = {
-            k: multiseed.score_many(fit, data.device(k), per_seed_data=True, chunk_size=spec.score_chunk)
+            k: multiseed.score_many(fit, tiled(k), per_seed_data=True, chunk_size=spec.score_chunk)
             for k in data.evals
         }
         wall = time.perf_counter() - t0
-        ok = fit.ok
+        chosen = _pick_restarts(fit, data.n_seeds, restarts, spec.restart_select)
+        ok = fit.ok[chosen]
         epochs = fit.epochs
-        per_seed = [{k: v[i] for k, v in all_scores.items()} for i in range(data.n_seeds)]
+        per_seed = [{k: v[j] for k, v in all_scores.items()} for j in chosen]
         steady = fit.call_s[1:]
         extra_info = {
             "fit_wall_s": fit.wall_s,
@@ -1010,10 +1046,35 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
             "contamination": data.info.get("contamination", 0.0), **extra_info,
         }
         if spec.factory is not None:
-            row["failed_epoch"] = int(fit.failed_epoch[i])
-            row["final_loss"] = {term: _last_finite(h[i]) for term, h in fit.history.items()}
+            j = chosen[i]
+            row["failed_epoch"] = int(fit.failed_epoch[j])
+            row["final_loss"] = {term: _last_finite(h[j]) for term, h in fit.history.items()}
+            if spec.restarts > 1:
+                row["restart"] = int(j // data.n_seeds)
+                row["restart_losses"] = [_last_finite(fit.history[spec.restart_select][i + r * data.n_seeds])
+                                         for r in range(spec.restarts)]
         results.append(row)
     return results
+
+
+#: model seed offset between the restarts of one run (:attr:`DetectorSpec.restarts`)
+RESTART_SEED_STRIDE = 1_000_003
+
+
+def _pick_restarts(fit, n_runs: int, restarts: int, term: str) -> np.ndarray:
+    """(n_runs,) index into ``fit``'s models: per run, the finished restart with the lowest final ``term``.
+
+    Model ``r * n_runs + i`` is restart r of run i. A restart that failed (``fit.ok``
+    False) is never picked unless all of the run's restarts failed (then restart 0,
+    which reports the failure).
+    """
+    chosen = np.arange(n_runs)
+    for i in range(n_runs):
+        cands = [i + r * n_runs for r in range(restarts)]
+        vals = [_last_finite(fit.history[term][j]) if fit.ok[j] else np.nan for j in cands]
+        if np.isfinite(vals).any():
+            chosen[i] = cands[int(np.nanargmin(vals))]
+    return chosen
 
 
 def _last_finite(values: np.ndarray) -> float:

@@ -1,0 +1,89 @@
+"""Does a run's final training loss tell its good seeds from its poor ones?
+
+Reads the per-run JSON that ``accuracy.py --json``, ``select_beta.py --json`` or
+``select_init.py --json`` writes (``protocols.run_protocol`` rows, whose ``final_loss``
+holds each loss term's mean over the last training epoch) and prints, per detector, the
+Spearman rank correlation of every loss term with a metric, and what picking the
+lower-loss run of pairs of runs would give:
+
+    python benchmarks/seed_diagnostics.py out/val.json --metric f1
+
+Only training-data quantities are used to rank runs, so a rule read off a validation
+JSON can be checked once on a test JSON without tuning on it. The pairing is post hoc:
+runs of different seeds also differ in their split, so it shows whether the loss ranks
+models, not what restarts on one split would score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("json", help="per-run JSON written by accuracy.py / select_*.py")
+    ap.add_argument("--metric", default="f1", help="run metric to correlate with (default f1)")
+    ap.add_argument("--detector", default=None, help="only this detector label (default: every one)")
+    return ap.parse_args(argv)
+
+
+def correlations(runs: list[dict], metric: str) -> dict[str, tuple[float, float]]:
+    """{loss term: (Spearman rho, two-sided p)} of the final loss terms with ``metric``.
+
+    Args:
+      runs: R result rows with ``final_loss`` and ``metric``; runs that failed are dropped.
+    """
+    good = [r for r in runs if r.get("ok", True) and "final_loss" in r]
+    y = np.asarray([r[metric] for r in good], np.float64)
+    out = {}
+    for term in good[0]["final_loss"] if good else ():
+        v = np.asarray([r["final_loss"][term] for r in good], np.float64)
+        if np.ptp(v) == 0 or len(v) < 3:
+            continue  # a constant term (e.g. DAGMM's KL) has no rank
+        rho, p = spearmanr(v, y)
+        out[term] = (float(rho), float(p))
+    return out
+
+
+def pick_lower(runs: list[dict], term: str, metric: str) -> tuple[float, float, float]:
+    """Pairs consecutive runs (0, 1), (2, 3), ...; per pair keeps the run with the lower ``term``.
+
+    Returns:
+      (mean metric of the kept runs, mean of all runs, mean of the better run of each pair).
+    """
+    good = [r for r in runs if r.get("ok", True) and "final_loss" in r]
+    pairs = [(good[i], good[i + 1]) for i in range(0, len(good) - 1, 2)]
+    kept = [min(p, key=lambda r: r["final_loss"][term])[metric] for p in pairs]
+    best = [max(a[metric], b[metric]) for a, b in pairs]
+    return float(np.mean(kept)), float(np.mean([r[metric] for r in good])), float(np.mean(best))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with open(args.json) as f:
+        runs = json.load(f)
+    labels = sorted({r.get("label", r["detector"]) for r in runs})
+    for label in labels:
+        if args.detector and label != args.detector:
+            continue
+        rows = [r for r in runs if r.get("label", r["detector"]) == label and "final_loss" in r]
+        if len(rows) < 3:
+            continue
+        print(f"## {label}: {len(rows)} runs, {args.metric} per seed "
+              + ", ".join(f"{r['seed']}: {r[args.metric]:.3f}" for r in rows))
+        print(f"| loss term | Spearman rho with {args.metric} | p | lower of each pair | all runs | better of each pair |")
+        print("|---|---|---|---|---|---|")
+        for term, (rho, p) in correlations(rows, args.metric).items():
+            kept, mean, best = pick_lower(rows, term, args.metric)
+            print(f"| {term} | {rho:+.2f} | {p:.3f} | {kept:.3f} | {mean:.3f} | {best:.3f} |")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
