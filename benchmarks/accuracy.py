@@ -71,12 +71,6 @@ MNIST_REFERENCE_F1 = 0.275
 #: Every value was chosen at the data set's full schedule (KDDCUP and Arrhythmia keep beta 1).
 VAEGMM_BETA = {"kddcup": 1.0, "thyroid": 0.01, "arrhythmia": 1.0, "kddcup_rev": 0.01}
 
-DETECTOR_LABELS = {
-    "dagmm": "DAGMM", "vaegmm": "VAEGMM", "vae": "VAE", "random": "random-init", "iforest": "IsolationForest",
-    "dagmm_best": "DAGMM best-of-restarts",
-}
-
-
 def _csv(value: str, allowed: tuple[str, ...], what: str, optional: tuple[str, ...] = ()) -> list[str]:
     if value.strip().lower() in ("", "none"):
         return []

@@ -26,20 +26,25 @@ if str(_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(_ROOT))
 
 
+def add_validation_args(ap: argparse.ArgumentParser) -> None:
+    """The options :func:`validation_data` reads (seeds, schedule, validation split, scaling, I/O)."""
+    ap.add_argument("--first-seed", type=int, default=100, help="seeds first..first+N-1 (not the reported 0..19)")
+    ap.add_argument("--epochs-scale", type=float, default=1.0, help="fraction of the paper's epochs")
+    ap.add_argument("--val-anomaly-ratio", type=float, default=None,
+                    help="anomaly ratio of the validation set (default: keep every train-half anomaly)")
+    ap.add_argument("--scaling", choices=("minmax", "standardize", "none"), default="minmax",
+                    help="input transform fitted on the fit rows (vaegmm_jax.protocols.SCALINGS; default: the paper's)")
+    ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
+    ap.add_argument("--json", default=None, help="write every run's result dict here")
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True, choices=("kddcup", "thyroid", "arrhythmia", "kddcup_rev"))
     ap.add_argument("--betas", default="1,0.1,0.01,0.001", help="comma list of KL weights (fixed beforehand)")
     ap.add_argument("--seeds", type=int, default=3, help="runs per beta")
-    ap.add_argument("--first-seed", type=int, default=100, help="seeds first..first+N-1 (not the reported 0..19)")
-    ap.add_argument("--epochs-scale", type=float, default=1.0, help="fraction of the paper's epochs")
-    ap.add_argument("--val-anomaly-ratio", type=float, default=None,
-                    help="anomaly ratio of the validation set (default: keep every train-half anomaly)")
     ap.add_argument("--no-dagmm", action="store_true", help="skip the DAGMM reference cell")
-    ap.add_argument("--scaling", choices=("minmax", "standardize", "none"), default="minmax",
-                    help="input transform fitted on the fit rows (vaegmm_jax.protocols.SCALINGS; default: the paper's)")
-    ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
-    ap.add_argument("--json", default=None, help="write every run's result dict here")
+    add_validation_args(ap)
     args = ap.parse_args(argv)
     try:
         args.betas = [float(b) for b in args.betas.split(",") if b.strip()]

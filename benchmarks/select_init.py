@@ -22,7 +22,7 @@ for _p in (_ROOT, _ROOT / "benchmarks"):  # run from a checkout without installi
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from select_beta import run_and_report, validation_data  # noqa: E402
+from select_beta import add_validation_args, run_and_report, validation_data  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -32,14 +32,7 @@ def parse_args(argv=None):
     ap.add_argument("--detector", choices=("dagmm", "vaegmm"), default="dagmm")
     ap.add_argument("--beta", type=float, default=None, help="VAEGMM KL weight (default: accuracy.VAEGMM_BETA)")
     ap.add_argument("--seeds", type=int, default=5, help="runs per initialiser")
-    ap.add_argument("--first-seed", type=int, default=100, help="seeds first..first+N-1 (not the reported 0..19)")
-    ap.add_argument("--epochs-scale", type=float, default=1.0, help="fraction of the paper's epochs")
-    ap.add_argument("--val-anomaly-ratio", type=float, default=None,
-                    help="anomaly ratio of the validation set (default: keep every train-half anomaly)")
-    ap.add_argument("--scaling", choices=("minmax", "standardize", "none"), default="minmax",
-                    help="input transform fitted on the fit rows (vaegmm_jax.protocols.SCALINGS; default: the paper's)")
-    ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
-    ap.add_argument("--json", default=None, help="write every run's result dict here")
+    add_validation_args(ap)
     args = ap.parse_args(argv)
     from vaegmm_jax.nets.dense import KERNEL_INITS
 
