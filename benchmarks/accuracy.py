@@ -114,6 +114,12 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny smoke run: 2 seeds, 2 epochs, small alibi/MNIST sets")
     ap.add_argument("--out", default=str(_ROOT / "benchmarks" / "ACCURACY.md"))
     ap.add_argument("--json", default=None, help="also write every run's result dict here")
+    ap.add_argument("--store", default=None,
+                    help="run store folder (benchmarks/run_store.py): every finished run is kept there, and "
+                         "runs already there are reused, so repeating the command resumes the table")
+    ap.add_argument("--seed-chunk", type=int, default=None,
+                    help="train at most this many missing seeds per program, storing each chunk as it "
+                         "finishes (default: all of a cell's missing seeds in one program)")
     ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
     ap.add_argument("--workers", type=int, default=None,
                     help="cells run concurrently (default 8 on a GPU, 1 on a CPU)")
@@ -134,6 +140,10 @@ def parse_args(argv=None):
     args.contam = [int(c) for c in args.contam.split(",") if c.strip()]
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
+    if args.seed_chunk is not None and args.seed_chunk < 1:
+        raise SystemExit("--seed-chunk must be >= 1")
+    if args.seed_chunk is not None and args.store is None:
+        raise SystemExit("--seed-chunk needs --store (the chunks are kept there)")
     return args
 
 
@@ -147,6 +157,13 @@ def _fmt(ms, digits=4):
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def _wall(s: dict) -> str:
+    """A cell's wall seconds; with runs from the run store, all its runs' summed compute seconds, marked *."""
+    if s.get("reused"):
+        return f"{s['compute_s']:.1f}*"
+    return f"{s['elapsed_s']:.1f}"
+
+
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -158,10 +175,13 @@ class Runner:
     programs; each data set's device arrays are released when its last cell is done.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, store=None, seed_chunk: int | None = None, device: str = ""):
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
         self.futures: dict = {}
         self.runs: list[dict] = []
+        self.store = store
+        self.seed_chunk = seed_chunk
+        self.device = device
         self._pending: dict[int, int] = {}
         self._lock = threading.Lock()
 
@@ -170,12 +190,41 @@ class Runner:
             self._pending[id(data)] = self._pending.get(id(data), 0) + 1
         self.futures[key] = self.pool.submit(self._run, data, spec, label)
 
+    def _train(self, data, spec, label: str) -> tuple[list[dict], int]:
+        """Every run of ``data``: stored ones from the run store, the others trained (``seed_chunk``
+        seeds per program, each chunk stored as it finishes). Returns (rows in seed order, reused)."""
+        from vaegmm_jax import protocols
+
+        done = {}
+        if self.store is not None:
+            for i, seed in enumerate(data.seeds):
+                row = self.store.load(data, i, spec)
+                if row is not None:
+                    done[seed] = row
+        missing = [s for s in data.seeds if s not in done]
+        step = self.seed_chunk or len(missing) or 1
+        for start in range(0, len(missing), step):
+            chunk = missing[start:start + step]
+            part = data if len(chunk) == data.n_seeds else data.subset(chunk)
+            rows = protocols.run_protocol(part, spec)
+            if part is not data:
+                part.release()
+            for i, row in enumerate(rows):
+                if self.store is not None:
+                    path = self.store.save(part, i, spec, row, self.device)
+                    row["_store"] = {"device": self.device, "commit": self.store.commit, "path": str(path)}
+                done[row["seed"]] = row
+            if len(missing) > len(chunk):
+                _log(f"{label} / {spec.name}: seeds {chunk} done, F1 "
+                     + " ".join(f"{r['f1']:.3f}" for r in rows))
+        return [done[s] for s in data.seeds], data.n_seeds - len(missing)
+
     def _run(self, data, spec, label: str) -> dict:
         from vaegmm_jax import protocols
 
         t0 = time.perf_counter()
         try:
-            runs = protocols.run_protocol(data, spec)
+            runs, reused = self._train(data, spec, label)
         except Exception as err:  # one broken cell must not lose the whole report
             _log(f"{label} / {spec.name}: FAILED {type(err).__name__}: {err}")
             nan = (float("nan"), float("nan"))
@@ -192,16 +241,23 @@ class Runner:
             r["label"] = label
         summ = protocols.summarize(runs)
         summ["elapsed_s"] = time.perf_counter() - t0
+        # compute time of every run, this invocation's and stored ones' (each run's share of its batch)
+        summ["compute_s"] = float(sum(r["wall_s"] for r in runs))
+        summ["reused"] = reused
         summ["epochs"] = runs[0].get("epochs")
-        r0 = runs[0]
+        summ["rows"] = runs
+        # timings of a run trained now (stored runs carry a 'date' in their note), if any
+        r0 = next((r for r in runs if not (r.get("_store") or {}).get("date")), runs[0])
         timing = ""
         if r0.get("fit_wall_s") is not None:
             timing = f" (fit {r0['fit_wall_s']:.1f} s, first call {r0.get('first_call_s', 0):.1f} s"
             if r0.get("steady_epoch_ms") is not None:
                 timing += f", {r0['steady_epoch_ms']:.2f} ms/epoch steady"
             timing += ")"
+        stored = f", {reused} of {len(runs)} runs from the run store" if reused else ""
         _log(f"{label} / {spec.name}: F1 {_fmt(summ['f1'], 3)}, AUROC {_fmt(summ['auroc'], 3)}, "
-             f"{summ['n_failed']} failed, {summ['elapsed_s']:.1f} s{timing}")
+             f"{summ['n_failed']} failed, {summ['elapsed_s']:.1f} s{timing}{stored}")
+        _log(f"{label} / {spec.name}: F1 by seed " + " ".join(f"{r['seed']}:{r['f1']:.3f}" for r in runs))
         with self._lock:
             self.runs.extend(runs)
         return summ
@@ -307,7 +363,7 @@ def render_dagmm(runner: Runner, args, plan) -> str:
             ep = "-" if s["epochs"] is None else str(s["epochs"])
             rows.append(
                 f"| {name} | {spec_name} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | "
-                f"{_fmt(s['auroc'])} | {_fmt(s['ap'])} | {ep} | {s['elapsed_s']:.1f} | "
+                f"{_fmt(s['auroc'])} | {_fmt(s['ap'])} | {ep} | {_wall(s)} | "
                 f"{s['error'] if 'error' in s else str(s['n_failed']) + '/' + str(s['n_runs']) + ' failed'} |"
             )
     head = [
@@ -348,7 +404,7 @@ def render_contaminated(runner: Runner, args, plan) -> str:
         paper = PAPER_CONTAMINATED_F1.get(c)
         rows.append(
             f"| {c}% | {plan['frac'][c]:.4f} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | "
-            f"{_fmt(s['auroc'])} | {'-' if paper is None else f'{paper:.4f}'} | {s['elapsed_s']:.1f} | "
+            f"{_fmt(s['auroc'])} | {'-' if paper is None else f'{paper:.4f}'} | {_wall(s)} | "
             f"{s['n_failed']}/{s['n_runs']} |"
         )
     return "\n".join([
@@ -394,7 +450,7 @@ def render_alibi(runner: Runner, args, plan) -> str:
         ref = ALIBI_REFERENCE.get(spec.name, "-")
         rows.append(
             f"| {spec.name} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | {_fmt(s['auroc'])} | "
-            f"{ref} | {s['elapsed_s']:.1f} | {s['n_failed']}/{s['n_runs']} |"
+            f"{ref} | {_wall(s)} | {s['n_failed']}/{s['n_runs']} |"
         )
     info = plan["info"]
     return "\n".join([
@@ -443,7 +499,7 @@ def render_mnist(runner: Runner, args, plan) -> str:
         s = runner.result(("mnist", spec.name))
         rows.append(
             f"| {spec.name} | {_fmt(s['precision'])} | {_fmt(s['recall'])} | {_fmt(s['f1'])} | {_fmt(s['auroc'])} | "
-            f"{_fmt(s['ap'])} | {s['elapsed_s']:.1f} | {s['n_failed']}/{s['n_runs']} |"
+            f"{_fmt(s['ap'])} | {_wall(s)} | {s['n_failed']}/{s['n_runs']} |"
         )
     info = plan["info"]
     return "\n".join([
@@ -461,6 +517,20 @@ def render_mnist(runner: Runner, args, plan) -> str:
         "",
         *_desc_lines({sp.name: sp.description for sp in plan["specs"]}),
     ])
+
+
+def _store_lines(args, runs: list[dict]) -> list[str]:
+    """Header lines on the run store: how many runs were reused, and where every run was made."""
+    if not args.store:
+        return []
+    from run_store import provenance
+
+    reused = sum(1 for r in runs if (r.get("_store") or {}).get("date"))
+    return [
+        f"- run store `{args.store}`: {reused} of {len(runs)} runs reused from earlier invocations "
+        "(a wall time marked * is then the cell's summed compute time over all its runs). Runs made: "
+        f"{provenance(runs)}.",
+    ]
 
 
 def _device_line() -> str:
@@ -493,7 +563,13 @@ def main(argv=None) -> int:
         jax.config.update("jax_compilation_cache_dir", args.xla_cache)
     workers = args.workers if args.workers is not None else (1 if jax.default_backend() == "cpu" else 8)
     args.workers = workers
-    runner = Runner(workers)
+    store = None
+    if args.store:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from run_store import RunStore
+
+        store = RunStore(args.store, settings={})
+    runner = Runner(workers, store=store, seed_chunk=args.seed_chunk, device=_device_line())
     cache: dict = {}
     _log(f"device: {_device_line()}; {workers} concurrent cells")
     sections = []
@@ -531,6 +607,7 @@ def main(argv=None) -> int:
         "vmapped program); nothing is tuned on test rows.",
         f"- {args.workers} cells ran concurrently (threads); XLA GPU autotuning "
         + ("on" if args.xla_autotune else "off (`--xla_gpu_autotune_level=0`, shorter compiles)") + ".",
+        *_store_lines(args, runner.runs),
         "",
     ]
     text = "\n".join(header + texts)

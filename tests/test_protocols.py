@@ -184,6 +184,41 @@ def test_alibi_and_mnist_run_data():
         assert all((a >= 206 * i).all() and (a < 206 * (i + 1)).all() for a in idx)  # each run: its own set
 
 
+def test_subset_runs_equal_the_full_runs_and_keep_their_fingerprints():
+    X, y = _separable()
+    data = protocols.dagmm_runs((X, y, None, "separable"), [0, 1, 2])
+    tiny = presets.DAGMMPreset(name="tiny", n_features=6, hidden=(8, 4), latent_dim=1, n_gmm=2, epochs=2,
+                               batch_size=128, anomaly_ratio=0.1, paper_f1=float("nan"))
+    spec = protocols.dagmm_spec(tiny)
+    full = protocols.run_protocol(data, spec)
+    part = data.subset([2, 0])
+    assert part.seeds == (2, 0) and part.train_idx.shape == (2, 300)
+    np.testing.assert_array_equal(part.host("train", 0), data.host("train", 2))
+    rows = protocols.run_protocol(part, spec)
+    for row, i in zip(rows, (2, 0)):  # the runs of one program are independent of the others
+        assert row["seed"] == full[i]["seed"]
+        for k in ("f1", "auroc", "ap", "threshold"):
+            assert row[k] == pytest.approx(full[i][k], rel=1e-5), (k, i)
+        assert row["final_loss"]["total"] == pytest.approx(full[i]["final_loss"]["total"], rel=1e-5)
+    assert [part.fingerprint(0), part.fingerprint(1)] == [data.fingerprint(2), data.fingerprint(0)]
+    assert len({data.fingerprint(i) for i in range(3)}) == 3
+    # a different transform of the same rows is a different run
+    assert protocols.dagmm_runs((X, y), [0], scaling="standardize").fingerprint(0) != data.fingerprint(0)
+    for bad in ([], [0, 0], [5]):
+        with pytest.raises(ValueError, match="non-empty selection"):
+            data.subset(bad)
+
+
+def test_fingerprints_follow_the_rows_not_their_place_in_the_source():
+    rng = np.random.default_rng(0)
+    images = rng.random((200, 28, 28, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 200)
+    both = protocols.contaminated_mnist_runs(images, labels, [0, 1])
+    alone = protocols.contaminated_mnist_runs(images, labels, [1])
+    assert both.train_idx[1].min() >= 206 and alone.train_idx[0].max() < 206  # different offsets
+    assert alone.fingerprint(0) == both.fingerprint(1) != both.fingerprint(0)
+
+
 def test_metric_rules():
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(90), np.ones(10)].astype(np.int64)

@@ -52,6 +52,7 @@ arguments (:func:`dagmm_spec`, :func:`vaegmm_spec`, :func:`vae_spec`,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import threading
@@ -269,6 +270,7 @@ class RunData:
     info: dict = field(default_factory=dict)
     _device: dict = field(default_factory=dict, repr=False)
     _lock: Any = field(default_factory=threading.Lock, repr=False)
+    _fingerprints: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_seeds(self) -> int:
@@ -311,6 +313,62 @@ class RunData:
     def release(self) -> None:
         """Drops the cached device arrays."""
         self._device.clear()
+
+    def subset(self, seeds: Sequence[int]) -> "RunData":
+        """The runs of ``seeds`` only (in that order), sharing ``source``.
+
+        The runs of a vmapped program are independent, so :func:`run_protocol` on a
+        subset gives each of its seeds the result the full set gives it: a long table
+        can run a few seeds at a time (e.g. resumed after an interruption).
+
+        Args:
+          seeds: a non-empty selection of ``self.seeds``, without repeats.
+
+        Returns:
+          :class:`RunData` with S' = len(seeds) runs and no device arrays yet.
+        """
+        seeds = tuple(int(s) for s in seeds)
+        where = {s: i for i, s in enumerate(self.seeds)}
+        missing = [s for s in seeds if s not in where]
+        if not seeds or missing or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be a non-empty selection of {self.seeds} without repeats, got {seeds}")
+        rows = np.asarray([where[s] for s in seeds], dtype=np.int64)
+        return dataclasses.replace(
+            self, seeds=seeds, train_idx=self.train_idx[rows],
+            evals={k: (idx[rows], y[rows]) for k, (idx, y) in self.evals.items()},
+            scale=None if self.scale is None else self.scale[rows],
+            offset=None if self.offset is None else self.offset[rows],
+            info=dict(self.info), _device={}, _lock=threading.Lock(), _fingerprints={},
+        )
+
+    def fingerprint(self, i: int) -> str:
+        """SHA-256 hex digest of run ``i``'s rows: protocol, rule, the training and evaluation rows
+        themselves (in order), the labels and the feature transform.
+
+        Equal fingerprints mean the same training and evaluation data, however the source is
+        laid out (contaminated MNIST, for one, stacks each seed's set at an offset that
+        depends on the other seeds), so a stored result can be matched to its run.
+        Memoised per run.
+        """
+        with self._lock:
+            if i in self._fingerprints:
+                return self._fingerprints[i]
+        h = hashlib.sha256()
+        h.update(repr((self.protocol, self.dataset, self.source.shape[1:], str(self.source.dtype),
+                       self.threshold_rule, self.threshold_perc, sorted(self.evals))).encode())
+        for idx in [self.train_idx[i]] + [self.evals[k][0][i] for k in sorted(self.evals)]:
+            h.update(np.int64(idx.size).tobytes())
+            for start in range(0, idx.size, 65536):  # bounded host memory on large sets
+                h.update(np.ascontiguousarray(self.source[idx[start:start + 65536]]).tobytes())
+        for k in sorted(self.evals):
+            h.update(np.ascontiguousarray(self.evals[k][1][i], dtype=np.int64).tobytes())
+        if self.scale is not None:
+            h.update(np.ascontiguousarray(self.scale[i], dtype=np.float32).tobytes())
+            h.update(np.ascontiguousarray(self.offset[i], dtype=np.float32).tobytes())
+        digest = h.hexdigest()
+        with self._lock:
+            self._fingerprints[i] = digest
+        return digest
 
 
 @jax.jit

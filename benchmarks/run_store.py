@@ -1,0 +1,174 @@
+"""A folder of per-run results, so that a long accuracy table can be resumed instead of recomputed.
+
+``accuracy.py --store DIR`` writes every run (one seed of one detector on one data set) it
+finishes to ``DIR`` as a small JSON file, and on the next invocation reuses every run whose
+key matches and trains only the missing seeds. A 20-seed table can thus be filled in over
+several short device sessions, or survive an interruption (``--seed-chunk`` stores runs as
+each chunk of seeds finishes), and the same command then renders the whole table.
+
+A run's key hashes everything that decides its result:
+
+* the run's rows (:meth:`vaegmm_jax.protocols.RunData.fingerprint`: the training and
+  evaluation rows themselves, labels, feature transform, threshold rule);
+* the detector (:class:`vaegmm_jax.protocols.DetectorSpec` name, description, fit
+  arguments, restarts, and the detector's own scalar settings);
+* the benchmark's settings that build the specs (``settings``: epochs scale, KL weight,
+  initialiser, ...);
+* the seed and :data:`STORE_FORMAT`.
+
+The library's code is *not* in the key: a run stays reusable across commits that do not
+change it. Each stored run records the commit, platform and device that made it, and the
+report lists them, so a reader sees which runs were made where. After changing the
+training code, start a new folder.
+
+Files are written atomically (temporary file, then ``os.replace``): an interrupted run
+never leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: bump when the stored rows or the key change meaning
+STORE_FORMAT = 1
+
+
+def _stable(obj: Any) -> Any:
+    """A JSON-able, address-free image of ``obj`` for hashing (objects become their type name)."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return repr(obj)  # nan and inf included
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return _stable(obj.item())
+    if isinstance(obj, dict):
+        return {str(k): _stable(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_stable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"ndarray": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest(),
+                "shape": list(obj.shape), "dtype": str(obj.dtype)}
+    return f"<{type(obj).__module__}.{type(obj).__qualname__}>"
+
+
+def detector_identity(spec, seed: int) -> dict:
+    """What of ``spec`` decides a run's result, as stable JSON-able values."""
+    ident = {
+        "name": spec.name, "description": spec.description, "fit_args": _stable(spec.fit_args),
+        "restarts": int(spec.restarts), "restart_select": spec.restart_select,
+        "kind": "vaegmm_jax" if spec.factory is not None else "sklearn",
+    }
+    make = spec.factory if spec.factory is not None else spec.sklearn_factory
+    if make is not None:  # the detector's own scalar settings (sizes, weights, L, ...)
+        det = make(int(seed))
+        attrs = det.get_params() if hasattr(det, "get_params") else vars(det)
+        ident["settings"] = {k: _stable(v) for k, v in sorted(attrs.items())
+                             if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
+    return ident
+
+
+def run_key(data, i: int, spec, settings: dict) -> str:
+    """SHA-256 hex key of run ``i`` of ``data`` trained with ``spec`` under ``settings``."""
+    payload = {
+        "format": STORE_FORMAT, "seed": int(data.seeds[i]), "rows": data.fingerprint(i),
+        "detector": detector_identity(spec, data.seeds[i]), "settings": _stable(settings),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+class RunStore:
+    """Per-run JSON files under ``root/<data set>/<detector>/seed<seed>-<key[:16]>.json``.
+
+    Args:
+      root: the folder (created on the first write).
+      settings: benchmark settings that shape the specs (hashed into every key).
+    """
+
+    def __init__(self, root: str | os.PathLike, settings: dict):
+        self.root = Path(root)
+        self.settings = dict(settings)
+        self.commit = _git_commit()
+
+    def _path(self, data, i: int, spec) -> tuple[Path, str]:
+        key = run_key(data, i, spec, self.settings)
+        folder = self.root / _slug(data.dataset) / _slug(spec.name)
+        return folder / f"seed{int(data.seeds[i])}-{key[:16]}.json", key
+
+    def load(self, data, i: int, spec) -> dict | None:
+        """The stored result row of run ``i``, or None if there is none (or it does not match)."""
+        path, key = self._path(data, i, spec)
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"run store file {path} is unreadable ({err}); delete it to recompute the run") from err
+        if stored.get("key") != key or stored.get("format") != STORE_FORMAT:
+            return None  # a 16-hex-digit prefix collision, or an older format
+        row = dict(stored["row"])
+        row["_store"] = {k: stored.get(k) for k in ("device", "commit", "date")} | {"path": str(path)}
+        return row
+
+    def save(self, data, i: int, spec, row: dict, device: str) -> Path:
+        """Writes run ``i``'s result row atomically (without any ``_store`` note); returns the path."""
+        path, key = self._path(data, i, spec)
+        row = {k: v for k, v in row.items() if k != "_store"}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "format": STORE_FORMAT, "key": key, "seed": int(data.seeds[i]), "dataset": data.dataset,
+            "detector": spec.name, "settings": _stable(self.settings), "commit": self.commit, "device": device,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "row": row,
+        }
+        text = json.dumps(record, indent=1, default=_json_default) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in a run record")
+
+
+def provenance(rows: list[dict]) -> str:
+    """'k on <device> (commit c); ...' over result rows, from their ``_store`` notes (see :meth:`RunStore.load`)."""
+    groups: dict[tuple, int] = {}
+    for r in rows:
+        prov = r.get("_store") or {}
+        k = (prov.get("device") or "?", prov.get("commit") or "?")
+        groups[k] = groups.get(k, 0) + 1
+    return "; ".join(f"{n} on {dev} (commit {c})" for (dev, c), n in sorted(groups.items()))

@@ -1,0 +1,93 @@
+"""The accuracy benchmark's run store (benchmarks/run_store.py) and its resume path in accuracy.py."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaegmm_jax import presets, protocols
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import accuracy  # noqa: E402
+import run_store  # noqa: E402
+
+
+def _data(seeds=(0, 1, 2), **kw):
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(0.5, 0.05, (600, 6)), rng.normal(3.0, 0.05, (60, 6))].astype(np.float32)
+    y = np.r_[np.zeros(600), np.ones(60)].astype(np.int64)
+    return protocols.dagmm_runs((X, y, None, "separable"), list(seeds), **kw)
+
+
+def _tiny(epochs=2):
+    return presets.DAGMMPreset(name="tiny", n_features=6, hidden=(8, 4), latent_dim=1, n_gmm=2, epochs=epochs,
+                               batch_size=128, anomaly_ratio=0.1, paper_f1=float("nan"))
+
+
+def test_store_round_trip_and_keys(tmp_path):
+    data = _data()
+    spec = protocols.isolation_forest_spec(n_estimators=20)
+    rows = protocols.run_protocol(data, spec)
+    store = run_store.RunStore(tmp_path, settings={"what": 1})
+    assert store.load(data, 1, spec) is None
+    path = store.save(data, 1, spec, rows[1] | {"_store": {"x": 1}}, device="test device")
+    assert path.parent == tmp_path / "separable" / "IsolationForest" and path.name.startswith("seed1-")
+    assert not list(path.parent.glob(".*.tmp"))  # the temporary file was renamed into place
+    back = store.load(data, 1, spec)
+    assert back["_store"]["device"] == "test device" and back["_store"]["path"] == str(path)
+    assert {k: v for k, v in back.items() if k != "_store"} == json.loads(json.dumps(rows[1]))
+    assert "_store" not in json.loads(path.read_text())["row"]
+    # the same seed on other rows, another detector, other fit arguments or other settings: no match
+    assert store.load(data, 0, spec) is None
+    assert store.load(_data(scaling="standardize"), 1, spec) is None
+    assert store.load(data, 1, protocols.isolation_forest_spec(n_estimators=21)) is None
+    assert run_store.RunStore(tmp_path, settings={"what": 2}).load(data, 1, spec) is None
+    a, b = protocols.dagmm_spec(_tiny(2)), protocols.dagmm_spec(_tiny(3))
+    assert run_store.run_key(data, 0, a, {}) != run_store.run_key(data, 0, b, {})
+    assert run_store.run_key(data, 0, a, {}) == run_store.run_key(data, 0, protocols.dagmm_spec(_tiny(2)), {})
+    # the key follows the rows of the run, not its position among the seeds
+    assert run_store.run_key(data.subset([1]), 0, spec, {}) == run_store.run_key(data, 1, spec, {})
+
+
+def test_store_rejects_unreadable_files_and_ignores_foreign_keys(tmp_path):
+    data = _data()
+    spec = protocols.isolation_forest_spec(n_estimators=20)
+    store = run_store.RunStore(tmp_path, settings={})
+    path = store.save(data, 0, spec, protocols.run_protocol(data.subset([0]), spec)[0], device="d")
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(record | {"key": "0" * 64}))
+    assert store.load(data, 0, spec) is None  # a prefix collision is not a match
+    path.write_text('{"format": 1, "key": ')
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*unreadable.*delete it"):
+        store.load(data, 0, spec)
+    with pytest.raises(TypeError, match="cannot store object"):
+        store.save(data, 0, spec, {"bad": object()}, device="d")
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left
+
+
+def test_accuracy_resumes_from_the_store(tmp_path, data_dir):
+    common = ["--datasets", "thyroid", "--detectors", "iforest", "--extras", "none", "--data", str(data_dir),
+              "--xla-cache", "none", "--xla-autotune"]  # no process-wide XLA settings from a test
+    store = tmp_path / "store"
+    assert accuracy.main(common + ["--seeds", "3", "--store", str(store), "--out", str(tmp_path / "a.md")]) == 0
+    assert len(list(store.rglob("seed*.json"))) == 3
+    assert accuracy.main(common + ["--seeds", "4", "--store", str(store), "--seed-chunk", "1",
+                                   "--out", str(tmp_path / "b.md"), "--json", str(tmp_path / "b.json")]) == 0
+    assert accuracy.main(common + ["--seeds", "4", "--out", str(tmp_path / "fresh.md"),
+                                   "--json", str(tmp_path / "fresh.json")]) == 0
+    resumed = json.loads((tmp_path / "b.json").read_text())
+    fresh = json.loads((tmp_path / "fresh.json").read_text())
+    assert [r["seed"] for r in resumed] == [0, 1, 2, 3] and len(list(store.rglob("seed*.json"))) == 4
+    assert [r["f1"] for r in resumed] == pytest.approx([r["f1"] for r in fresh], rel=1e-12)
+    assert sum(1 for r in resumed if r["_store"].get("date")) == 3  # seeds 0-2 came from the store
+    text = (tmp_path / "b.md").read_text()
+    assert "3 of 4 runs reused" in text and re.search(r"\| thyroid \| IsolationForest \|.*\| [\d.]+\* \|", text)
+    fresh_row = next(line for line in (tmp_path / "fresh.md").read_text().splitlines()
+                     if line.startswith("| thyroid | IsolationForest"))
+    f1_cell = fresh_row.split("|")[5]
+    assert f1_cell in text  # same mean ± std of F1
+    with pytest.raises(SystemExit, match="--seed-chunk needs --store"):
+        accuracy.main(common + ["--seed-chunk", "2"])
