@@ -20,6 +20,13 @@ the data resident on the device. Usage::
         --extras none --out /tmp/acc.md
 
 ``--epochs-scale`` multiplies every paper epoch count (at least one epoch).
+
+``--store DIR`` keeps every finished run in a run store (``benchmarks/run_store.py``) and
+reuses the runs already there, so repeating a command resumes it: a 20-seed table can be
+filled in over several time-limited calls, ``--seed-chunk K`` storing K seeds at a time::
+
+    VAEGMM_DATA=../shared/data python benchmarks/accuracy.py --datasets none --extras mnist \\
+        --store benchmarks/results/run_store --seed-chunk 1
 """
 
 from __future__ import annotations
