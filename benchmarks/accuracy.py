@@ -252,7 +252,6 @@ class Runner:
         summ["compute_s"] = float(sum(r["wall_s"] for r in runs))
         summ["reused"] = reused
         summ["epochs"] = runs[0].get("epochs")
-        summ["rows"] = runs
         # timings of a run trained now (stored runs carry a 'date' in their note), if any
         r0 = next((r for r in runs if not (r.get("_store") or {}).get("date")), runs[0])
         timing = ""
