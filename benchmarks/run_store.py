@@ -86,6 +86,13 @@ def run_key(data, i: int, spec, settings: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _data_label(data) -> str:
+    """Folder name of a run's data: the data set, and the contamination when there is some (readability only:
+    the key alone decides a match)."""
+    c = float(data.info.get("contamination") or 0.0)
+    return data.dataset + (f"-contaminated-{100 * c:g}pct" if c else "")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
 
@@ -100,7 +107,7 @@ def _git_commit() -> str | None:
 
 
 class RunStore:
-    """Per-run JSON files under ``root/<data set>/<detector>/seed<seed>-<key[:16]>.json``.
+    """Per-run JSON files under ``root/<data set>[-contaminated-<c>pct]/<detector>/seed<seed>-<key[:16]>.json``.
 
     Args:
       root: the folder (created on the first write).
@@ -114,7 +121,7 @@ class RunStore:
 
     def _path(self, data, i: int, spec) -> tuple[Path, str]:
         key = run_key(data, i, spec, self.settings)
-        folder = self.root / _slug(data.dataset) / _slug(spec.name)
+        folder = self.root / _slug(_data_label(data)) / _slug(spec.name)
         return folder / f"seed{int(data.seeds[i])}-{key[:16]}.json", key
 
     def load(self, data, i: int, spec) -> dict | None:

@@ -50,6 +50,8 @@ def test_store_round_trip_and_keys(tmp_path):
     assert run_store.run_key(data, 0, a, {}) == run_store.run_key(data, 0, protocols.dagmm_spec(_tiny(2)), {})
     # the key follows the rows of the run, not its position among the seeds
     assert run_store.run_key(data.subset([1]), 0, spec, {}) == run_store.run_key(data, 1, spec, {})
+    dirty = _data(contamination=0.5)
+    assert store.save(dirty, 0, spec, rows[0], device="d").parent.parent.name == "separable-contaminated-50pct"
 
 
 def test_store_rejects_unreadable_files_and_ignores_foreign_keys(tmp_path):
