@@ -292,6 +292,17 @@ def test_restarts_keep_the_lowest_training_energy_and_restart_0_is_the_single_ru
     assert runs[0]["restart_losses"][r] == pytest.approx(hist["energy"][-1], rel=1e-4)
 
 
+def test_run_protocol_trains_a_vae_which_has_no_energy_term():
+    X, y = _separable()
+    data = protocols.dagmm_runs((X, y, None, "separable"), [0, 1])
+    spec = protocols.vae_spec(None, epochs=3, batch_size=128, latent_dim=1, hidden=(8,), score_type="mse", samples=2)
+    runs = protocols.run_protocol(data, spec)
+    assert [r["seed"] for r in runs] == [0, 1]
+    for r in runs:
+        assert r["ok"] and "energy" not in r["final_loss"] and "restart" not in r
+        assert np.isfinite(r["final_loss"]["total"]) and r["auroc"] > 0.9, r
+
+
 def test_restart_choice_skips_failed_restarts_and_bad_specs():
     from types import SimpleNamespace
 

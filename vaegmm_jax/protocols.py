@@ -1124,9 +1124,12 @@ def _pick_restarts(fit, n_runs: int, restarts: int, term: str) -> np.ndarray:
 
     Model ``r * n_runs + i`` is restart r of run i. A restart that failed (``fit.ok``
     False) is never picked unless all of the run's restarts failed (then restart 0,
-    which reports the failure).
+    which reports the failure). With one restart, run i is model i, whatever loss terms the
+    detector has (a VAE has no energy).
     """
     chosen = np.arange(n_runs)
+    if restarts == 1:
+        return chosen
     for i in range(n_runs):
         cands = [i + r * n_runs for r in range(restarts)]
         vals = [_last_finite(fit.history[term][j]) if fit.ok[j] else np.nan for j in cands]
