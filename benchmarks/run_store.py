@@ -12,8 +12,8 @@ A run's key hashes everything that decides its result:
   evaluation rows themselves, labels, feature transform, threshold rule);
 * the detector (:class:`vaegmm_jax.protocols.DetectorSpec` name, description, fit
   arguments, restarts, and the detector's own scalar settings);
-* the benchmark's settings that build the specs (``settings``: epochs scale, KL weight,
-  initialiser, ...);
+* the caller's ``settings`` (anything else it wants a run to depend on; ``accuracy.py``
+  passes none, since the rows and the spec already carry its options);
 * the seed and :data:`STORE_FORMAT`.
 
 The library's code is *not* in the key: a run stays reusable across commits that do not

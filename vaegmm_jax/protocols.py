@@ -325,7 +325,8 @@ class RunData:
           seeds: a non-empty selection of ``self.seeds``, without repeats.
 
         Returns:
-          :class:`RunData` with S' = len(seeds) runs and no device arrays yet.
+          :class:`RunData` with S' = len(seeds) runs, no device arrays yet, and the
+          fingerprints already computed (a run's fingerprint does not depend on its position).
         """
         seeds = tuple(int(s) for s in seeds)
         where = {s: i for i, s in enumerate(self.seeds)}
@@ -338,7 +339,8 @@ class RunData:
             evals={k: (idx[rows], y[rows]) for k, (idx, y) in self.evals.items()},
             scale=None if self.scale is None else self.scale[rows],
             offset=None if self.offset is None else self.offset[rows],
-            info=dict(self.info), _device={}, _lock=threading.Lock(), _fingerprints={},
+            info=dict(self.info), _device={}, _lock=threading.Lock(),
+            _fingerprints={j: self._fingerprints[int(i)] for j, i in enumerate(rows) if int(i) in self._fingerprints},
         )
 
     def fingerprint(self, i: int) -> str:
