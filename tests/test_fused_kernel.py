@@ -66,6 +66,33 @@ def test_bf16_weights_accumulate_in_float32():
         np.testing.assert_allclose(g, w, rtol=0.05, atol=0.02 * float(jnp.max(jnp.abs(w))))
 
 
+def test_wide_decoders_get_fewer_rows_per_program_or_the_xla_path():
+    kdd, _ = _decoder((10, 30, 60, 120), latent=1)
+    assert fd.padded_widths(kdd, 1) == (16, 16, 32, 64, 128)
+    assert fd.block_rows_for(fd.padded_widths(kdd, 1)) == fd.BLOCK_ROWS == 128  # the tuned shape keeps its block
+    arrhythmia, _ = _decoder((10, 274))  # Arrhythmia's DAGMM decoder: 274 features, 512 padded
+    assert fd.block_rows_for(fd.padded_widths(arrhythmia, 2)) == 32
+    assert fd.supports(arrhythmia, 2) and fd.supports(kdd, 1)
+    # a 3,000-wide output (16 rows x 4,096 > the tile) and a 256 x 256 weight take the XLA path
+    assert not fd.supports(_decoder((10, 3000))[0], 2)
+    assert not fd.supports(_decoder((256, 256))[0], 2)
+    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(256, 256), seed=0)
+    det.fit(np.zeros((64, 300), np.float32) + np.linspace(0, 1, 64)[:, None], epochs=1, batch_size=64,
+            verbose=False)
+    assert not det.model.fused_kernel_applies(jnp.zeros((4, 300)))
+
+
+@highest
+def test_kernel_sums_equal_xla_with_the_arrhythmia_width():
+    # 274 features: the program's block shrinks to 32 rows; 70 rows are not a multiple of it
+    module, params = _decoder((10, 274))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (70, 274))
+    z_lat = jax.random.normal(jax.random.PRNGKey(2), (2, 70, 2))
+    got = fd.decoder_sums(fd.dense_stack(module, params, 2), x, z_lat, interpret=True)
+    for g, w in zip(got, fd.xla_decoder_sums(module, params, x, z_lat)):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(w))))
+
+
 def test_kernel_rejects_mismatched_shapes():
     module, params = _decoder((10, 30))
     stack = fd.dense_stack(module, params, 2)
@@ -143,3 +170,17 @@ def test_triton_kernel_on_gpu_matches_xla(fitted_vaegmm):
     hlo = jax.jit(det.model.energies, static_argnums=4).lower(
         det.params, det.gmm_params, jnp.asarray(x[:8]), jnp.zeros((4, 8, 2)), "auto").as_text()
     assert "triton" in hlo.lower()
+
+
+@pytest.mark.gpu
+def test_triton_kernel_on_gpu_runs_wide_rows():
+    """Arrhythmia's width (274 features) once failed to launch: 128 rows x 512 padded features
+    asked for more shared memory than an H100 block has."""
+    module, params = _decoder((10, 274))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (300, 274))
+    z_lat = jax.random.normal(jax.random.PRNGKey(2), (3, 300, 2))
+    with jax.default_matmul_precision("highest"):
+        got = jax.jit(lambda p, x, z: fd.differentiable_decoder_sums(module, x, z, p))(params, x, z_lat)
+        want = fd.xla_decoder_sums(module, params, x, z_lat)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(w))))

@@ -38,6 +38,12 @@ from vaegmm_jax.nets.dense import ACTIVATIONS, MLP
 BLOCK_ROWS = 128
 NUM_WARPS = 8
 _MIN_DIM = 16  # Triton's tl.dot needs every matrix dimension >= 16
+#: the largest (rows x padded width) tile, and padded weight matrix, one program holds: the
+#: tuned KDD shape's input block (128 rows x 128 padded features, 64 KiB in float32). Wider
+#: data get fewer rows per program: at 128 rows, Arrhythmia's 274 features (512 padded) asked
+#: Triton for 256 KiB of shared memory, more than an H100 block may have (227 KiB), and the
+#: kernel failed to launch with RESOURCE_EXHAUSTED.
+MAX_TILE_ELEMENTS = 128 * 128
 
 
 class DenseStack(NamedTuple):
@@ -64,9 +70,32 @@ def _padded(n: int) -> int:
     return max(_MIN_DIM, int(pl.next_power_of_2(n)))
 
 
-def supports(decoder_module: Any) -> bool:
-    """True when ``decoder_module`` is a dense MLP, which this kernel can run (dropout is off at eval)."""
-    return isinstance(decoder_module, MLP)
+def padded_widths(decoder_module: MLP, in_dim: int) -> tuple[int, ...]:
+    """The padded widths (input, then each layer's output) the kernel computes with."""
+    return tuple(_padded(w) for w in (in_dim, *decoder_module.features))
+
+
+def block_rows_for(widths: Sequence[int]) -> int:
+    """Rows per program for a decoder of these padded widths: BLOCK_ROWS, halved until the
+    widest (rows x width) tile fits in MAX_TILE_ELEMENTS (at least _MIN_DIM rows)."""
+    rows = BLOCK_ROWS
+    while rows > _MIN_DIM and rows * max(widths) > MAX_TILE_ELEMENTS:
+        rows //= 2
+    return rows
+
+
+def supports(decoder_module: Any, in_dim: int | None = None) -> bool:
+    """True when this kernel can run ``decoder_module``: a dense MLP (dropout is off at eval)
+    whose tiles fit on chip (with ``in_dim``, the latent width, given): every padded weight
+    matrix and a block of at least _MIN_DIM rows of the widest layer within MAX_TILE_ELEMENTS.
+    Wider decoders (e.g. flattened images) take the XLA path."""
+    if not isinstance(decoder_module, MLP):
+        return False
+    if in_dim is None:
+        return True
+    widths = padded_widths(decoder_module, in_dim)
+    weights_fit = all(a * b <= MAX_TILE_ELEMENTS for a, b in zip(widths[:-1], widths[1:]))
+    return weights_fit and block_rows_for(widths) * max(widths) <= MAX_TILE_ELEMENTS
 
 
 def dense_stack(decoder_module: MLP, decoder_params: Any, in_dim: int) -> DenseStack:
@@ -117,14 +146,16 @@ def decoder_sums(
         (bf16 weights: bf16 matrix inputs, float32 accumulation and sums).
       x: (B, F) inputs (any float dtype; the sums are float32).
       z_lat: (L, B, d) latent samples.
-      block_rows: rows per program (a power of two; default BLOCK_ROWS).
+      block_rows: rows per program (a power of two; default :func:`block_rows_for` the
+        decoder's widths: BLOCK_ROWS unless the layers are wide).
       interpret: run the kernel in Pallas' interpreter (any backend; for tests).
       num_warps: Triton warps per program (default NUM_WARPS).
 
     Returns:
       (sq_diff, sq_recon, dot), each (L, B) float32: sum (x - x')^2, sum x'^2, sum x x'.
     """
-    block_rows = BLOCK_ROWS if block_rows is None else block_rows
+    widths = (stack.weights[0].shape[0], *(w.shape[1] for w in stack.weights))
+    block_rows = block_rows_for(widths) if block_rows is None else block_rows
     num_warps = NUM_WARPS if num_warps is None else num_warps
     n_samples, n_rows, in_dim = z_lat.shape
     if x.shape != (n_rows, stack.out_dim):
@@ -216,5 +247,6 @@ def differentiable_decoder_sums(decoder: Any, x: jax.Array, z_lat: jax.Array, de
     return sums(decoder_params, x, z_lat)
 
 
-__all__: Sequence[str] = ("BLOCK_ROWS", "NUM_WARPS", "DenseStack", "supports", "dense_stack", "decoder_sums",
+__all__: Sequence[str] = ("BLOCK_ROWS", "NUM_WARPS", "MAX_TILE_ELEMENTS", "DenseStack", "padded_widths",
+                          "block_rows_for", "supports", "dense_stack", "decoder_sums",
                           "xla_decoder_sums", "differentiable_decoder_sums")

@@ -168,11 +168,12 @@ class GMMAutoencoder:
 
     def fused_kernel_applies(self, x: jax.Array) -> bool:
         """Whether :meth:`sampled_z` can use the fused decoder kernel for inputs like x:
-        a dense MLP decoder on (B, F) rows and built-in reconstruction features."""
+        a dense MLP decoder on (B, F) rows whose layers fit the kernel's tiles
+        (:func:`fused_decoder.supports`) and built-in reconstruction features."""
         return (
             x.ndim == 2
             and self.recon_features in features_lib.FEATURES_FROM_SUMS
-            and fused_decoder.supports(self.decoder.module)
+            and fused_decoder.supports(self.decoder.module, self.latent_dim)
         )
 
     def sampled_z(self, params: Params, x: jax.Array, noise: jax.Array, kernel: str = "auto") -> jax.Array:
