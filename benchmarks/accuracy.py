@@ -27,6 +27,9 @@ filled in over several time-limited calls, ``--seed-chunk K`` storing K seeds at
 
     VAEGMM_DATA=../shared/data python benchmarks/accuracy.py --datasets none --extras mnist \\
         --store benchmarks/results/run_store --seed-chunk 1
+
+``--stored-only`` (with ``--store``) trains nothing: the report is rendered from the stored runs,
+and cells with fewer than ``--seeds`` of them are listed in its header.
 """
 
 from __future__ import annotations
@@ -127,6 +130,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed-chunk", type=int, default=None,
                     help="train at most this many missing seeds per program, storing each chunk as it "
                          "finishes (default: all of a cell's missing seeds in one program)")
+    ap.add_argument("--stored-only", action="store_true",
+                    help="train nothing: render every cell from the runs already in --store, and list the "
+                         "cells that have fewer than --seeds runs there")
     ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
     ap.add_argument("--workers", type=int, default=None,
                     help="cells run concurrently (default 8 on a GPU, 1 on a CPU)")
@@ -151,6 +157,8 @@ def parse_args(argv=None):
         raise SystemExit("--seed-chunk must be >= 1")
     if args.seed_chunk is not None and args.store is None:
         raise SystemExit("--seed-chunk needs --store (the chunks are kept there)")
+    if args.stored_only and args.store is None:
+        raise SystemExit("--stored-only needs --store (the runs to render are read from there)")
     return args
 
 
@@ -182,8 +190,11 @@ class Runner:
     programs; each data set's device arrays are released when its last cell is done.
     """
 
-    def __init__(self, workers: int, store=None, seed_chunk: int | None = None, device: str = ""):
+    def __init__(self, workers: int, store=None, seed_chunk: int | None = None, device: str = "",
+                 stored_only: bool = False):
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self.stored_only = stored_only
+        self.incomplete: dict[str, tuple[int, int]] = {}  # with stored_only: cell -> (stored, wanted)
         self.futures: dict = {}
         self.runs: list[dict] = []
         self.store = store
@@ -209,6 +220,13 @@ class Runner:
                 if row is not None:
                     done[seed] = row
         missing = [s for s in data.seeds if s not in done]
+        if self.stored_only:
+            if missing:
+                with self._lock:
+                    self.incomplete[f"{label} / {spec.name}"] = (len(done), data.n_seeds)
+            if not done:
+                raise LookupError(f"no stored runs (--stored-only; {data.n_seeds} wanted)")
+            return [done[s] for s in data.seeds if s in done], len(done)
         step = self.seed_chunk or len(missing) or 1
         for start in range(0, len(missing), step):
             chunk = missing[start:start + step]
@@ -525,18 +543,23 @@ def render_mnist(runner: Runner, args, plan) -> str:
     ])
 
 
-def _store_lines(args, runs: list[dict]) -> list[str]:
+def _store_lines(args, runs: list[dict], incomplete: dict | None = None) -> list[str]:
     """Header lines on the run store: how many runs were reused, and where every run was made."""
     if not args.store:
         return []
     from run_store import provenance
 
     reused = sum(1 for r in runs if (r.get("_store") or {}).get("date"))
-    return [
+    lines = [
         f"- run store `{args.store}`: {reused} of {len(runs)} runs reused from earlier invocations "
         "(a wall time marked * is then the cell's summed compute time over all its runs). Runs made: "
         f"{provenance(runs)}.",
     ]
+    if args.stored_only:
+        short = "; ".join(f"{cell} {have} of {want}" for cell, (have, want) in sorted((incomplete or {}).items()))
+        lines.append("- `--stored-only`: nothing was trained; cells with fewer stored runs than asked for "
+                     f"(mean ± std over the stored runs only): {short or 'none'}.")
+    return lines
 
 
 def _device_line() -> str:
@@ -575,7 +598,8 @@ def main(argv=None) -> int:
         from run_store import RunStore
 
         store = RunStore(args.store, settings={})
-    runner = Runner(workers, store=store, seed_chunk=args.seed_chunk, device=_device_line())
+    runner = Runner(workers, store=store, seed_chunk=args.seed_chunk, device=_device_line(),
+                    stored_only=args.stored_only)
     cache: dict = {}
     _log(f"device: {_device_line()}; {workers} concurrent cells")
     sections = []
@@ -613,7 +637,7 @@ def main(argv=None) -> int:
         "vmapped program); nothing is tuned on test rows.",
         f"- {args.workers} cells ran concurrently (threads); XLA GPU autotuning "
         + ("on" if args.xla_autotune else "off (`--xla_gpu_autotune_level=0`, shorter compiles)") + ".",
-        *_store_lines(args, runner.runs),
+        *_store_lines(args, runner.runs, runner.incomplete),
         "",
     ]
     text = "\n".join(header + texts)

@@ -93,3 +93,12 @@ def test_accuracy_resumes_from_the_store(tmp_path, data_dir):
     assert f1_cell in text  # same mean ± std of F1
     with pytest.raises(SystemExit, match="--seed-chunk needs --store"):
         accuracy.main(common + ["--seed-chunk", "2"])
+    # --stored-only renders the 4 stored runs of a 6-seed request, trains nothing and says so
+    assert accuracy.main(common + ["--seeds", "6", "--store", str(store), "--stored-only",
+                                   "--out", str(tmp_path / "c.md"), "--json", str(tmp_path / "c.json")]) == 0
+    assert [r["seed"] for r in json.loads((tmp_path / "c.json").read_text())] == [0, 1, 2, 3]
+    assert len(list(store.rglob("seed*.json"))) == 4
+    text = (tmp_path / "c.md").read_text()
+    assert "thyroid / IsolationForest 4 of 6" in text and f1_cell in text
+    with pytest.raises(SystemExit, match="--stored-only needs --store"):
+        accuracy.main(common + ["--stored-only"])
