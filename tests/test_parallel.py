@@ -98,6 +98,32 @@ def test_initialisation_on_another_device_gives_the_same_fit_on_the_detectors_de
     assert not np.array_equal(res["None_1_kernel"], res["None_3_kernel"])  # training moved them
 
 
+def test_initialisation_on_another_device_with_one_training_device(tmp_path):
+    # no mesh (the detector's default device, as on a one-GPU machine): the state built on the
+    # initialisation device must move to the default device (on the H100 the epoch program
+    # refused it: "compiled for input shardings that disagree"). Stand-in: cpu:3 initialises.
+    code = f"""
+    import jax, numpy as np, optax
+    import vaegmm_jax as vj
+    from vaegmm_jax import training
+    from tests.conftest import manifold_data
+    X, XT, _ = manifold_data(n_in=256, n_out=16, seed=6)
+    out = {{}}
+    for name, device in (("default", None), ("other", jax.devices()[3])):
+        training.init_device = lambda: device
+        det = vj.OutlierAEGMM(n_gmm=2, latent_dim=1, seed=4, hidden=(8, 4))
+        det.devices = jax.devices()[:1]  # one device: no mesh
+        det.fit(X, epochs=2, batch_size=64, verbose=False, optimizer=optax.adam(1e-3))
+        placed = {{d for leaf in jax.tree.leaves(det.params) for d in leaf.devices()}}
+        assert placed == {{jax.devices()[0]}}, (name, placed)
+        out[name + "_scores"] = det.score(XT)
+    np.savez("{tmp_path}/res.npz", **out)
+    """
+    _run(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+    res = np.load(tmp_path / "res.npz")
+    np.testing.assert_array_equal(res["other_scores"], res["default_scores"])
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     X, XT, _ = manifold_data(n_in=512, n_out=16, seed=7)

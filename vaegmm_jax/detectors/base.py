@@ -192,6 +192,7 @@ class BaseDetector:
             # replicated results can be read by every process from its own shards
             **({"out_shardings": parallel.replicated(mesh)} if multi_process else {}),
         )
+        init_device = None
         if self.params is None:
             # one compiled program (parameters and optimizer state) instead of dozens of
             # eagerly dispatched initialiser ops, each compiled separately on a GPU
@@ -233,6 +234,11 @@ class BaseDetector:
             fresh = self.params is None
             state = init_program(*init_args)
             x_dev = parallel.put(X, replicated)
+            if replicated is None and init_device is not None:
+                # one device, no mesh: put(a, None) would leave the state committed to the
+                # initialisation device (the host CPU beside a GPU), where the epoch program,
+                # compiled for the default device, refuses it
+                state = jax.device_put(state, next(iter(x_dev.devices())))
             state = jax.tree.map(lambda a: parallel.put(a, replicated), state)
             if fresh:
                 self.params = parallel.to_local(state.params, self.devices)
