@@ -7,6 +7,14 @@ XLA compilation dominates test time on a 2-core CPU.
 import os
 from pathlib import Path
 
+# XLA's backend (LLVM) optimisation off for the tests: compilation, not running, is most of a
+# cold test run on a 2-core CPU (a multiseed test: 50 s -> 30 s), and the tests' programs are
+# tiny. Read when JAX starts its backend, so it is set before any test touches a device.
+# VAEGMM_TEST_XLA_OPT=default runs the suite at XLA's default level instead.
+if os.environ.get("VAEGMM_TEST_XLA_OPT", "0") != "default" and "xla_backend_optimization_level" not in os.environ.get(
+        "XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
 import jax
 import numpy as np
 import pytest

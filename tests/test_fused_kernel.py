@@ -76,10 +76,13 @@ def test_wide_decoders_get_fewer_rows_per_program_or_the_xla_path():
     # a 3,000-wide output (16 rows x 4,096 > the tile) and a 256 x 256 weight take the XLA path
     assert not fd.supports(_decoder((10, 3000))[0], 2)
     assert not fd.supports(_decoder((256, 256))[0], 2)
-    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(256, 256), seed=0)
-    det.fit(np.zeros((64, 300), np.float32) + np.linspace(0, 1, 64)[:, None], epochs=1, batch_size=64,
-            verbose=False)
-    assert not det.model.fused_kernel_applies(jnp.zeros((4, 300)))
+
+
+def test_the_model_asks_the_tile_rule_with_its_latent_width(fitted_vaegmm, monkeypatch):
+    det, x = fitted_vaegmm  # decoder 2 -> 6 -> 12 -> 24: padded 16, 16, 16, 32
+    assert det.model.fused_kernel_applies(jnp.asarray(x[:4]))
+    monkeypatch.setattr(fd, "MAX_TILE_ELEMENTS", 16 * 16)  # 16 rows x 32 no longer fit: XLA path
+    assert not det.model.fused_kernel_applies(jnp.asarray(x[:4]))
 
 
 @highest

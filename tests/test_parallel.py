@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(code: str, env_extra: dict, timeout=300):
     env = dict(os.environ, **env_extra)
+    if "XLA_FLAGS" in env_extra:  # keep the test session's flags (conftest) beside the extra ones
+        env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {env_extra['XLA_FLAGS']}".strip()
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
