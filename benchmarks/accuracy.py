@@ -133,6 +133,9 @@ def parse_args(argv=None):
     ap.add_argument("--stored-only", action="store_true",
                     help="train nothing: render every cell from the runs already in --store, and list the "
                          "cells that have fewer than --seeds runs there")
+    ap.add_argument("--adopt-format1", action="store_true",
+                    help="carry runs stored in the store's format 1 over to the current format where they agree "
+                         "with the run (run_store.RunStore.adopt_format1), instead of training them again")
     ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
     ap.add_argument("--workers", type=int, default=None,
                     help="cells run concurrently (default 8 on a GPU, 1 on a CPU)")
@@ -157,6 +160,8 @@ def parse_args(argv=None):
         raise SystemExit("--seed-chunk must be >= 1")
     if args.seed_chunk is not None and args.store is None:
         raise SystemExit("--seed-chunk needs --store (the chunks are kept there)")
+    if args.adopt_format1 and args.store is None:
+        raise SystemExit("--adopt-format1 needs --store")
     if args.stored_only and args.store is None:
         raise SystemExit("--stored-only needs --store (the runs to render are read from there)")
     return args
@@ -191,8 +196,9 @@ class Runner:
     """
 
     def __init__(self, workers: int, store=None, seed_chunk: int | None = None, device: str = "",
-                 stored_only: bool = False):
+                 stored_only: bool = False, adopt_format1: bool = False):
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self.adopt_format1 = adopt_format1
         self.stored_only = stored_only
         self.incomplete: dict[str, tuple[int, int]] = {}  # with stored_only: cell -> (stored, wanted)
         self.futures: dict = {}
@@ -215,10 +221,17 @@ class Runner:
 
         done = {}
         if self.store is not None:
+            adopted = []
             for i, seed in enumerate(data.seeds):
                 row = self.store.load(data, i, spec)
+                if row is None and self.adopt_format1:
+                    row = self.store.adopt_format1(data, i, spec)
+                    if row is not None:
+                        adopted.append(seed)
                 if row is not None:
                     done[seed] = row
+            if adopted:
+                _log(f"{label} / {spec.name}: adopted format-1 runs of seeds {adopted}")
         missing = [s for s in data.seeds if s not in done]
         if self.stored_only:
             if missing:
@@ -599,7 +612,7 @@ def main(argv=None) -> int:
 
         store = RunStore(args.store, settings={})
     runner = Runner(workers, store=store, seed_chunk=args.seed_chunk, device=_device_line(),
-                    stored_only=args.stored_only)
+                    stored_only=args.stored_only, adopt_format1=args.adopt_format1)
     cache: dict = {}
     _log(f"device: {_device_line()}; {workers} concurrent cells")
     sections = []

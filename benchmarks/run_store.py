@@ -9,7 +9,8 @@ each chunk of seeds finishes), and the same command then renders the whole table
 A run's key hashes everything that decides its result:
 
 * the run's rows (:meth:`vaegmm_jax.protocols.RunData.fingerprint`: the training and
-  evaluation rows themselves, labels, feature transform, threshold rule);
+  evaluation rows themselves, labels, the feature transform's definition, threshold rule;
+  platform-independent, so runs made on a GPU are found on a CPU and back);
 * the detector (:class:`vaegmm_jax.protocols.DetectorSpec` name, description, fit
   arguments, restarts, and the detector's own scalar settings);
 * the caller's ``settings`` (anything else it wants a run to depend on; ``accuracy.py``
@@ -39,8 +40,11 @@ from typing import Any
 
 import numpy as np
 
-#: bump when the stored rows or the key change meaning
-STORE_FORMAT = 1
+#: bump when the stored rows or the key change meaning. 2: a run's rows are fingerprinted by their
+#: feature transform's definition, not its fitted floats (format 1 hashed those, and a GPU and a
+#: CPU round them differently, so runs made on the H100 did not match on the CPU);
+#: :meth:`RunStore.adopt_format1` carries format-1 runs over.
+STORE_FORMAT = 2
 
 
 def _stable(obj: Any) -> Any:
@@ -77,13 +81,20 @@ def detector_identity(spec, seed: int) -> dict:
     return ident
 
 
-def run_key(data, i: int, spec, settings: dict) -> str:
-    """SHA-256 hex key of run ``i`` of ``data`` trained with ``spec`` under ``settings``."""
-    payload = {
+def _key_parts(data, i: int, spec, settings: dict) -> dict:
+    return {
         "format": STORE_FORMAT, "seed": int(data.seeds[i]), "rows": data.fingerprint(i),
         "detector": detector_identity(spec, data.seeds[i]), "settings": _stable(settings),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def run_key(data, i: int, spec, settings: dict) -> str:
+    """SHA-256 hex key of run ``i`` of ``data`` trained with ``spec`` under ``settings``."""
+    return _sha(_key_parts(data, i, spec, settings))
 
 
 def _data_label(data) -> str:
@@ -143,12 +154,64 @@ class RunStore:
         """Writes run ``i``'s result row atomically (without any ``_store`` note); returns the path."""
         path, key = self._path(data, i, spec)
         row = {k: v for k, v in row.items() if k != "_store"}
-        path.parent.mkdir(parents=True, exist_ok=True)
+        parts = _key_parts(data, i, spec, self.settings)
         record = {
             "format": STORE_FORMAT, "key": key, "seed": int(data.seeds[i]), "dataset": data.dataset,
             "detector": spec.name, "settings": _stable(self.settings), "commit": self.commit, "device": device,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "row": row,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            # the key's two halves, so a run that stops matching can be told apart: other rows or other detector
+            "rows_fingerprint": parts["rows"], "detector_hash": _sha(parts["detector"]), "row": row,
         }
+        self._write(path, record)
+        return path
+
+    def adopt_format1(self, data, i: int, spec) -> dict | None:
+        """Carries a format-1 run of run ``i`` over to the current format, or returns None.
+
+        Format 1 keyed rows by their fitted transform's floats, which differ between platforms,
+        so its keys cannot be recomputed. A format-1 file is adopted when it is the only one for
+        this seed in the run's folder (data set and detector name) and its stored row agrees
+        with this run on protocol, data set, detector, seed, training and test sizes, test
+        anomaly ratio, epochs and contamination. It is rewritten in the current format (its
+        commit, device and date kept, its old key noted); returns its row like :meth:`load`.
+        """
+        path, key = self._path(data, i, spec)
+        seed = int(data.seeds[i])
+        old = []
+        for candidate in sorted(path.parent.glob(f"seed{seed}-*.json")):
+            try:
+                stored = json.loads(candidate.read_text())
+            except (OSError, ValueError) as err:
+                raise ValueError(f"run store file {candidate} is unreadable ({err}); delete it to recompute the run") from err
+            if stored.get("format") == 1:
+                old.append((candidate, stored))
+        if len(old) != 1:
+            return None
+        candidate, stored = old[0]
+        row = stored["row"]
+        want = {"protocol": data.protocol, "dataset": data.dataset, "detector": spec.name, "seed": seed,
+                "n_train": data.n_train, "n_test": int(data.labels("test").shape[1]),
+                "contamination": float(data.info.get("contamination", 0.0))}
+        if any(row.get(k) != v for k, v in want.items()):
+            return None
+        if abs(row.get("test_anomaly_ratio", -1.0) - float(data.labels("test")[i].mean())) > 1e-12:
+            return None
+        if spec.factory is not None and row.get("epochs") != spec.fit_args.get("epochs"):
+            return None
+        parts = _key_parts(data, i, spec, self.settings)
+        record = dict(stored, format=STORE_FORMAT, key=key, settings=_stable(self.settings),
+                      rows_fingerprint=parts["rows"], detector_hash=_sha(parts["detector"]),
+                      adopted_from={"format": 1, "key": stored.get("key"), "file": candidate.name})
+        self._write(path, record)
+        if candidate != path:
+            candidate.unlink()
+        row = dict(record["row"])
+        row["_store"] = {k: record.get(k) for k in ("device", "commit", "date")} | {"path": str(path)}
+        return row
+
+    @staticmethod
+    def _write(path: Path, record: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(record, indent=1, default=_json_default) + "\n"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -160,7 +223,6 @@ class RunStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return path
 
 
 def _json_default(obj):

@@ -1,5 +1,7 @@
 """Evaluation protocols (vaegmm_jax.protocols): seeded disjoint splits, contamination, metrics, real-data smoke."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -207,6 +209,20 @@ def test_subset_runs_equal_the_full_runs_and_keep_their_fingerprints():
     for bad in ([], [0, 0], [5]):
         with pytest.raises(ValueError, match="non-empty selection"):
             data.subset(bad)
+
+
+def test_fingerprints_hash_the_transform_definition_not_its_rounding():
+    """A GPU and a CPU fit the same min-max transform up to the last bit: the runs must match."""
+    X, y = _separable()
+    data = protocols.dagmm_runs((X, y, None, "separable"), [0, 1])
+    before = data.fingerprint(1)
+    moved = dataclasses.replace(data, scale=np.nextafter(data.scale, np.float32(2)), _fingerprints={})
+    assert moved.fingerprint(1) == before
+    cont = np.zeros(X.shape[1], bool)
+    cont[:3] = True  # min-max on other columns: another run
+    assert protocols.dagmm_runs((X, y, cont, "separable"), [1]).fingerprint(0) != before
+    with pytest.raises(ValueError, match="definition"):
+        dataclasses.replace(data, transform="", _fingerprints={}).fingerprint(0)
 
 
 def test_fingerprints_follow_the_rows_not_their_place_in_the_source():

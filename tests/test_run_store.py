@@ -70,6 +70,31 @@ def test_store_rejects_unreadable_files_and_ignores_foreign_keys(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left
 
 
+def test_format1_runs_are_adopted_only_where_they_agree_with_the_run(tmp_path):
+    data = _data()
+    spec = protocols.isolation_forest_spec(n_estimators=20)
+    store = run_store.RunStore(tmp_path, settings={})
+    row = protocols.run_protocol(data.subset([0]), spec)[0]
+    current = store.save(data, 0, spec, row, device="gpu")
+    record = json.loads(current.read_text())
+    old_path = current.with_name("seed0-0123456789abcdef.json")  # a format-1 key (other transform floats)
+    old_path.write_text(json.dumps(record | {"format": 1, "key": "0123456789abcdef" + "0" * 48}))
+    current.unlink()
+    assert store.load(data, 0, spec) is None
+    wrong = dict(record["row"], n_train=record["row"]["n_train"] + 1)  # another split: never adopted
+    old_path.write_text(json.dumps(record | {"format": 1, "key": "0" * 64, "row": wrong}))
+    assert store.adopt_format1(data, 0, spec) is None and old_path.exists()
+    old_path.write_text(json.dumps(record | {"format": 1, "key": "0123456789abcdef" + "0" * 48}))
+    adopted = store.adopt_format1(data, 0, spec)
+    assert adopted["f1"] == row["f1"] and adopted["_store"]["device"] == "gpu"
+    assert not old_path.exists()
+    again = store.load(data, 0, spec)  # now an ordinary current-format run
+    assert again["f1"] == row["f1"]
+    new = json.loads(Path(again["_store"]["path"]).read_text())
+    assert new["format"] == run_store.STORE_FORMAT and new["adopted_from"]["file"] == old_path.name
+    assert new["rows_fingerprint"] == data.fingerprint(0)
+
+
 def test_accuracy_resumes_from_the_store(tmp_path, data_dir):
     common = ["--datasets", "thyroid", "--detectors", "iforest", "--extras", "none", "--data", str(data_dir),
               "--xla-cache", "none", "--xla-autotune"]  # no process-wide XLA settings from a test

@@ -250,6 +250,9 @@ class RunData:
       scale, offset: (S, F) float32 per-run affine feature transform
         ``x * scale + offset`` (min-max or standardisation fitted on the run's
         training rows; identity columns have scale 1, offset 0), or None for none.
+      transform: the transform's definition (kind and columns), which with the training rows
+        decides ``scale`` and ``offset``: what :meth:`fingerprint` hashes in their place,
+        since the fitted floats differ in the last bit between platforms.
       threshold_rule: 'ratio' (flag the top test-anomaly-ratio of the test scores),
         'percentile' (``threshold_perc`` percentile of the 'threshold' set's scores,
         flags ``score > threshold``) or 'f1_val' (F1-optimal on 'val', flags ``score >= threshold``).
@@ -268,6 +271,7 @@ class RunData:
     threshold_rule: str
     threshold_perc: float | None = None
     info: dict = field(default_factory=dict)
+    transform: str = ""
     _device: dict = field(default_factory=dict, repr=False)
     _lock: Any = field(default_factory=threading.Lock, repr=False)
     _fingerprints: dict = field(default_factory=dict, repr=False)
@@ -345,7 +349,9 @@ class RunData:
 
     def fingerprint(self, i: int) -> str:
         """SHA-256 hex digest of run ``i``'s rows: protocol, rule, the training and evaluation rows
-        themselves (in order), the labels and the feature transform.
+        themselves (in order), the labels and the feature transform's definition
+        (:attr:`transform`; not its fitted floats, which a GPU and a CPU round differently:
+        a run trained on one must match its rows on the other).
 
         Equal fingerprints mean the same training and evaluation data, however the source is
         laid out (contaminated MNIST, for one, stacks each seed's set at an offset that
@@ -365,8 +371,9 @@ class RunData:
         for k in sorted(self.evals):
             h.update(np.ascontiguousarray(self.evals[k][1][i], dtype=np.int64).tobytes())
         if self.scale is not None:
-            h.update(np.ascontiguousarray(self.scale[i], dtype=np.float32).tobytes())
-            h.update(np.ascontiguousarray(self.offset[i], dtype=np.float32).tobytes())
+            if not self.transform:
+                raise ValueError("RunData with a feature transform needs its definition (transform) to be fingerprinted")
+            h.update(self.transform.encode())
         digest = h.hexdigest()
         with self._lock:
             self._fingerprints[i] = digest
@@ -380,6 +387,12 @@ def _gather_transform(source, idx, scale, offset):
     if scale is None:
         return x
     return x * scale[:, None, :] + offset[:, None, :]
+
+
+def _transform_definition(kind: str, columns: np.ndarray) -> str:
+    """The definition of a fitted affine transform, for :meth:`RunData.fingerprint`."""
+    cols = np.flatnonzero(np.asarray(columns, bool))
+    return f"{kind} fitted on the training rows, columns {hashlib.sha256(cols.astype(np.int64).tobytes()).hexdigest()}"
 
 
 def _fit_affine(source: np.ndarray, train_idx: np.ndarray, columns: np.ndarray, kind: str):
@@ -527,6 +540,7 @@ def _ratio_run_data(protocol, dataset, X, cont, scaling, seeds, train_idx, eval_
     return RunData(
         protocol=protocol, dataset=dataset, seeds=seeds, source=X, train_idx=train_idx,
         evals={"test": (eval_idx, eval_y)}, scale=sc, offset=off, threshold_rule="ratio", info=info,
+        transform="" if sc is None else _transform_definition(scaling, columns),
     )
 
 
@@ -666,6 +680,7 @@ def alibi_kdd_runs(
         threshold_rule="percentile",
         threshold_perc=100.0 - float(perc_threshold),
         info=info,
+        transform=_transform_definition("standardize", np.ones(X.shape[1], bool)),
     )
 
 
