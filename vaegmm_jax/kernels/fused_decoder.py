@@ -14,7 +14,8 @@ the sums, estimation net, energy) stays in XLA, which fuses it well.
 Only a plain dense decoder (:class:`vaegmm_jax.nets.dense.MLP`) qualifies: its
 weights are zero-padded to the power-of-two sizes (>= 16) that Triton's matrix units
 need. Padding is exact: padded hidden units feed zero weights, padded output columns
-are masked out of the sums.
+are masked out of the sums. Wide decoders get fewer rows per program, so that a block
+stays within shared memory; one too wide for that takes the XLA path (:func:`supports`).
 
 Shapes: B rows (a multiple of the row block after padding), L samples, d latent dims,
 F features.
@@ -84,15 +85,13 @@ def block_rows_for(widths: Sequence[int]) -> int:
     return rows
 
 
-def supports(decoder_module: Any, in_dim: int | None = None) -> bool:
-    """True when this kernel can run ``decoder_module``: a dense MLP (dropout is off at eval)
-    whose tiles fit on chip (with ``in_dim``, the latent width, given): every padded weight
-    matrix and a block of at least _MIN_DIM rows of the widest layer within MAX_TILE_ELEMENTS.
-    Wider decoders (e.g. flattened images) take the XLA path."""
+def supports(decoder_module: Any, in_dim: int) -> bool:
+    """True when this kernel can run ``decoder_module`` on ``in_dim``-wide latents: a dense MLP
+    (dropout is off at eval) whose tiles fit on chip: every padded weight matrix, and a block of
+    at least _MIN_DIM rows of the widest layer, within MAX_TILE_ELEMENTS. Wider decoders (e.g.
+    flattened images) take the XLA path."""
     if not isinstance(decoder_module, MLP):
         return False
-    if in_dim is None:
-        return True
     widths = padded_widths(decoder_module, in_dim)
     weights_fit = all(a * b <= MAX_TILE_ELEMENTS for a, b in zip(widths[:-1], widths[1:]))
     return weights_fit and block_rows_for(widths) * max(widths) <= MAX_TILE_ELEMENTS
