@@ -130,14 +130,16 @@ class RunStore:
         self.settings = dict(settings)
         self.commit = _git_commit()
 
-    def _path(self, data, i: int, spec) -> tuple[Path, str]:
-        key = run_key(data, i, spec, self.settings)
+    def _path(self, data, i: int, spec) -> tuple[Path, str, dict]:
+        """(file, key, the key's parts) of run ``i``: the parts once, since they build a detector."""
+        parts = _key_parts(data, i, spec, self.settings)
+        key = _sha(parts)
         folder = self.root / _slug(_data_label(data)) / _slug(spec.name)
-        return folder / f"seed{int(data.seeds[i])}-{key[:16]}.json", key
+        return folder / f"seed{int(data.seeds[i])}-{key[:16]}.json", key, parts
 
     def load(self, data, i: int, spec) -> dict | None:
         """The stored result row of run ``i``, or None if there is none (or it does not match)."""
-        path, key = self._path(data, i, spec)
+        path, key, _ = self._path(data, i, spec)
         if not path.is_file():
             return None
         try:
@@ -152,9 +154,8 @@ class RunStore:
 
     def save(self, data, i: int, spec, row: dict, device: str) -> Path:
         """Writes run ``i``'s result row atomically (without any ``_store`` note); returns the path."""
-        path, key = self._path(data, i, spec)
+        path, key, parts = self._path(data, i, spec)
         row = {k: v for k, v in row.items() if k != "_store"}
-        parts = _key_parts(data, i, spec, self.settings)
         record = {
             "format": STORE_FORMAT, "key": key, "seed": int(data.seeds[i]), "dataset": data.dataset,
             "detector": spec.name, "settings": _stable(self.settings), "commit": self.commit, "device": device,
@@ -175,7 +176,7 @@ class RunStore:
         anomaly ratio, epochs and contamination. It is rewritten in the current format (its
         commit, device and date kept, its old key noted); returns its row like :meth:`load`.
         """
-        path, key = self._path(data, i, spec)
+        path, key, parts = self._path(data, i, spec)
         seed = int(data.seeds[i])
         old = []
         for candidate in sorted(path.parent.glob(f"seed{seed}-*.json")):
@@ -198,7 +199,6 @@ class RunStore:
             return None
         if spec.factory is not None and row.get("epochs") != spec.fit_args.get("epochs"):
             return None
-        parts = _key_parts(data, i, spec, self.settings)
         record = dict(stored, format=STORE_FORMAT, key=key, settings=_stable(self.settings),
                       rows_fingerprint=parts["rows"], detector_hash=_sha(parts["detector"]),
                       adopted_from={"format": 1, "key": stored.get("key"), "file": candidate.name})

@@ -95,7 +95,8 @@ def local_replicated(devices: Sequence[jax.Device] | None = None):
 
 
 def put(x, sharding):
-    """device_put onto a sharding, or onto the default device when sharding is None.
+    """device_put onto a sharding, or onto the default device when sharding is None (an
+    array already committed to a device stays there: ``jax.device_put(x)`` does not move it).
 
     A sharding over devices of several processes needs the same ``x`` in every
     process: each process fills its own devices from its copy (no communication).
