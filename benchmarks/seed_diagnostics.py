@@ -8,6 +8,10 @@ lower-loss run of pairs of runs would give:
 
     python benchmarks/seed_diagnostics.py out/val.json --metric f1
 
+or every cell of a run store (``accuracy.py --store``), one group per data set and detector::
+
+    python benchmarks/seed_diagnostics.py benchmarks/results/run_store --detector "kddcup / DAGMM"
+
 Only training-data quantities are used to rank runs, so a rule read off a validation
 JSON can be checked once on a test JSON without tuning on it. The pairing is post hoc:
 runs of different seeds also differ in their split, so it shows whether the loss ranks
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -26,10 +31,43 @@ from scipy.stats import spearmanr
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("json", help="per-run JSON written by accuracy.py / select_*.py")
+    ap.add_argument("source", help="per-run JSON written by accuracy.py / select_*.py, or a run store folder")
     ap.add_argument("--metric", default="f1", help="run metric to correlate with (default f1)")
     ap.add_argument("--detector", default=None, help="only this detector label (default: every one)")
     return ap.parse_args(argv)
+
+
+def load_runs(source: str | Path) -> list[dict]:
+    """Result rows from a per-run JSON list, or from every record of a run store folder.
+
+    A store record's row is labelled "<data set folder> / <detector>" (plus its settings where
+    there are any), so each cell of the store is one group. Store rows come sorted by label, then
+    seed; a group holding one seed twice (two configurations under one name) is refused, since the
+    pairing of runs would mix them.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        with open(source) as f:
+            return json.load(f)
+    runs = []
+    for file in sorted(source.rglob("*.json")):
+        if file.name.startswith("."):  # a temporary file of an interrupted write
+            continue
+        rec = json.loads(file.read_text())
+        if not (isinstance(rec, dict) and "row" in rec and "detector" in rec):
+            continue
+        label = f"{file.parent.parent.name} / {rec['detector']}"
+        if rec.get("settings"):
+            label += " " + json.dumps(rec["settings"], sort_keys=True)
+        runs.append(dict(rec["row"], label=label, seed=rec["seed"]))
+    if not runs:
+        raise SystemExit(f"{source} holds no run store records (*.json files with a 'row')")
+    seen = set()
+    for r in runs:
+        if (r["label"], r["seed"]) in seen:
+            raise SystemExit(f"{source}: '{r['label']}' holds seed {r['seed']} twice; point at one configuration's runs")
+        seen.add((r["label"], r["seed"]))
+    return sorted(runs, key=lambda r: (r["label"], r["seed"]))
 
 
 def correlations(runs: list[dict], metric: str) -> dict[str, tuple[float, float]]:
@@ -65,8 +103,7 @@ def pick_lower(runs: list[dict], term: str, metric: str) -> tuple[float, float, 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    with open(args.json) as f:
-        runs = json.load(f)
+    runs = load_runs(args.source)
     labels = sorted({r.get("label", r["detector"]) for r in runs})
     for label in labels:
         if args.detector and label != args.detector:
