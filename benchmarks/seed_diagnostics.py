@@ -37,6 +37,13 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
+def _read_json(file: Path):
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"{file} is unreadable ({err})") from err
+
+
 def load_runs(source: str | Path) -> list[dict]:
     """Result rows from a per-run JSON list, or from every record of a run store folder.
 
@@ -46,14 +53,15 @@ def load_runs(source: str | Path) -> list[dict]:
     pairing of runs would mix them.
     """
     source = Path(source)
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist (expected a per-run JSON file or a run store folder)")
     if not source.is_dir():
-        with open(source) as f:
-            return json.load(f)
+        return _read_json(source)
     runs = []
     for file in sorted(source.rglob("*.json")):
         if file.name.startswith("."):  # a temporary file of an interrupted write
             continue
-        rec = json.loads(file.read_text())
+        rec = _read_json(file)
         if not (isinstance(rec, dict) and "row" in rec and "detector" in rec):
             continue
         label = f"{file.parent.parent.name} / {rec['detector']}"
@@ -65,7 +73,8 @@ def load_runs(source: str | Path) -> list[dict]:
     seen = set()
     for r in runs:
         if (r["label"], r["seed"]) in seen:
-            raise SystemExit(f"{source}: '{r['label']}' holds seed {r['seed']} twice; point at one configuration's runs")
+            raise SystemExit(f"{source}: '{r['label']}' holds seed {r['seed']} twice (runs of two configurations "
+                             "under one detector name); move one configuration's files to a folder of their own")
         seen.add((r["label"], r["seed"]))
     return sorted(runs, key=lambda r: (r["label"], r["seed"]))
 

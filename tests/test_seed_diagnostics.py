@@ -54,6 +54,11 @@ def test_json_list_still_reads_and_store_problems_are_named(tmp_path):
     empty.mkdir()
     with pytest.raises(SystemExit, match="no run store records"):
         seed_diagnostics.load_runs(empty)
+    with pytest.raises(SystemExit, match="missing.json does not exist"):
+        seed_diagnostics.load_runs(tmp_path / "missing.json")
+    (empty / "cut.json").write_text('{"row": ')
+    with pytest.raises(SystemExit, match="cut.json is unreadable"):
+        seed_diagnostics.load_runs(empty)
     # one seed twice under one label (two configurations of one detector name): refused, not mixed
     data, spec, store = _store_with_fake_rows(tmp_path / "store", [0.9, 0.5])
     path = store.save(data, 0, spec, {"seed": 0, "f1": 0.1}, device="d")
