@@ -58,9 +58,8 @@ def load_runs(source: str | Path) -> list[dict]:
     if not source.is_dir():
         return _read_json(source)
     runs = []
+    # RunStore writes through ".<name>.*.tmp" files, so "*.json" never picks up an interrupted write
     for file in sorted(source.rglob("*.json")):
-        if file.name.startswith("."):  # a temporary file of an interrupted write
-            continue
         rec = _read_json(file)
         if not (isinstance(rec, dict) and "row" in rec and "detector" in rec):
             continue
