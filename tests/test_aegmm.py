@@ -15,6 +15,7 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
+from vaegmm_jax.presets import PAPER_SCORING
 from tests.conftest import manifold_split
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.models import LossWeights, gmm_autoencoder_loss, squared_error_sum
@@ -30,7 +31,9 @@ X_TRAIN, X_TEST, Y_TEST = manifold_split(n_features=F)
 def aegmm():
     """30 epochs: enough for the closed-form checks of the loss and mixture maths (longer
     training shrinks a covariance until float32 loses digits against the float64 reference)."""
-    det = vj.OutlierAEGMM(hidden=(16, 8), latent_dim=2, n_gmm=2, seed=0)  # estimation-net dropout 0.5
+    # the paper's scoring (unscaled rows, energy) and features: the float64 reference below is the paper's
+    det = vj.OutlierAEGMM(hidden=(16, 8), latent_dim=2, n_gmm=2, seed=0,  # estimation-net dropout 0.5
+                          recon_features="dagmm", **PAPER_SCORING)
     det.fit(X_TRAIN, optimizer=optax.adam(3e-3), epochs=30, batch_size=128, verbose=False)
     return det
 

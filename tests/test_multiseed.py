@@ -14,6 +14,7 @@ import pytest
 
 from vaegmm_jax import OutlierAEGMM, OutlierVAEGMM, training
 from vaegmm_jax.multiseed import _make_train_runner, _seed_split, fit_many, score_many
+from vaegmm_jax.presets import PAPER_SCORING
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,8 @@ def _data(n=200, n_test=40, f=5, seed=0):
 
 def _vaegmm(seed):
     # dropout in the estimation net and a sampled latent: both draw from the step keys
-    return OutlierVAEGMM(seed=seed, n_gmm=2, latent_dim=2, hidden=(8, 4), gmm_hidden=6, gmm_dropout=0.5, samples=3)
+    return OutlierVAEGMM(seed=seed, n_gmm=2, latent_dim=2, hidden=(8, 4), gmm_hidden=6, gmm_dropout=0.5, samples=3,
+                         **PAPER_SCORING)
 
 
 def _leaves(tree):
@@ -66,7 +68,7 @@ def test_per_seed_data_untrained():
     """epochs=0 (random-init baseline) with one training set per seed == each seed alone on its own set."""
     X0, X_test = _data(seed=1)
     X1, _ = _data(seed=2)
-    make = lambda s: OutlierAEGMM(seed=s, n_gmm=2, hidden=(8, 4), gmm_hidden=6)  # noqa: E731
+    make = lambda s: OutlierAEGMM(seed=s, n_gmm=2, hidden=(8, 4), gmm_hidden=6, **PAPER_SCORING)  # noqa: E731
     per = fit_many(make, np.stack([X0, X1]), SEEDS, per_seed_data=True, epochs=0, batch_size=64)
     assert per.train_calls == 0 and per.history["total"].shape == (2, 0)
     tests = np.stack([X_test, X_test[::-1]])
@@ -114,6 +116,8 @@ def test_fit_many_argument_errors():
         fit_many(_vaegmm, X, [], epochs=1)
     with pytest.raises(ValueError, match="cov_elbo"):
         fit_many(_vaegmm, np.stack([X, X]), SEEDS, per_seed_data=True, epochs=1, cov_elbo=dict(cov_diag=None))
+    with pytest.raises(ValueError, match="scaler=None"):  # the library defaults: the detector's own fit only
+        fit_many(lambda s: OutlierVAEGMM(seed=s), X, SEEDS, epochs=1)
     with pytest.raises(ValueError, match="leading axis"):
         fit_many(_vaegmm, np.stack([X, X, X]), SEEDS, per_seed_data=True, epochs=1)
 
@@ -163,6 +167,7 @@ import tests.conftest  # noqa: F401  (the suite's persistent compilation cache)
 import vaegmm_jax.multiseed as ms
 from vaegmm_jax import OutlierAEGMM
 from vaegmm_jax.multiseed import fit_many, score_many
+from vaegmm_jax.presets import PAPER_SCORING
 
 devs = jax.devices()
 assert len(devs) == 4, devs
@@ -195,7 +200,8 @@ def close(a, b, tol=1e-5):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 # gmm_dropout draws from the train keys: a wrong key split over devices would show
-make = lambda s: OutlierAEGMM(seed=s, n_gmm=2, hidden=(4,), gmm_hidden=4, gmm_dropout=0.5)
+make = lambda s: OutlierAEGMM(seed=s, n_gmm=2, hidden=(4,), gmm_hidden=4, gmm_dropout=0.5,  # noqa: E731
+                              **PAPER_SCORING)
 args = dict(epochs=2, epochs_per_call=1, batch_size=32, optimizer=optax.adam(1e-3))
 seeds = (3, 7, 11, 19, 23)
 X, XT = data(0), data(1, n=24)

@@ -43,7 +43,7 @@ def fitted(tmp_path_factory):
     X = rows(256).astype(np.float32)
     X_test = np.concatenate([rows(60), rng.normal(scale=2.0, size=(20, 4))]).astype(np.float32)
     y_test = np.r_[np.zeros(60, int), np.ones(20, int)]
-    det = OutlierAEGMM(n_gmm=2, latent_dim=1, hidden=(8, 4), seed=0)
+    det = OutlierAEGMM(n_gmm=2, latent_dim=1, hidden=(8, 4), seed=0, recon_features="dagmm")
     det.fit(X, epochs=3, batch_size=64, optimizer=optax.adam(3e-3), verbose=False)
     det.infer_threshold(X, threshold_perc=95)
     return det, X_test, y_test

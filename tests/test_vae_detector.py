@@ -41,7 +41,8 @@ def mse_det():
 
 @pytest.fixture(scope="module")
 def rp_det():
-    det = vj.OutlierVAE(score_type="recon_prob", hidden=(16, 8), latent_dim=2, samples=4, seed=0)
+    # unscaled: the float64 reference below reads the rows as given
+    det = vj.OutlierVAE(score_type="recon_prob", hidden=(16, 8), latent_dim=2, samples=4, seed=0, scaler=None)
     det.fit(X_TRAIN, optimizer=optax.adam(3e-3), epochs=30, batch_size=128, verbose=False)
     return det
 
@@ -49,7 +50,7 @@ def rp_det():
 def _sibling(det, score_type):
     """A detector sharing det's trained model under another (compatible) score type."""
     other = vj.OutlierVAE(score_type=score_type, vae=det.model, samples=det.samples, seed=det.seed)
-    other.params, other.input_shape = det.params, det.input_shape
+    other.params, other.input_shape, other.scaler = det.params, det.input_shape, det.scaler
     return other
 
 

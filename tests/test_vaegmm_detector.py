@@ -10,6 +10,7 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
+from vaegmm_jax.presets import PAPER_SCORING
 from tests.conftest import manifold_data
 
 X_TRAIN, X_TEST, Y_TEST = manifold_data()
@@ -49,12 +50,13 @@ class NNXGmmNet(nnx.Module):
         return self.l2(self.drop(jnp.tanh(self.l1(z))))
 
 
-FIT = dict(epochs=25, batch_size=128, verbose=False, optimizer=optax.adam(3e-3), w_recon=1.0)
+FIT = dict(epochs=25, batch_size=128, verbose=False, optimizer=optax.adam(3e-3), w_recon=1.0, cov_elbo=dict(sim=0.05))
 
 
 @pytest.fixture(scope="module")
 def linen_det():
-    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, samples=10, seed=0, encoder_net=LinenEncoder())
+    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, samples=10, seed=0, encoder_net=LinenEncoder(),
+                           recon_features="dagmm", **PAPER_SCORING)
     history = det.fit(X_TRAIN, **FIT)
     return det, history
 
@@ -66,6 +68,7 @@ def nnx_det():
     det = vj.OutlierVAEGMM(
         n_gmm=2, latent_dim=2, seed=0,
         encoder_net=NNXEncoder(f, rngs), decoder_net=NNXDecoder(2, f, rngs), gmm_density_net=NNXGmmNet(4, 2, rngs),
+        recon_features="dagmm", **PAPER_SCORING,
     )
     det.fit(X_TRAIN, **FIT)
     return det
@@ -180,7 +183,7 @@ def test_cov_diag_cov_full_and_alibi_features_train(cov_elbo, features):
 
 
 def test_non_finite_loss_raises_naming_epoch_and_term_and_keeps_good_params():
-    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, seed=2, hidden=(8, 4))
+    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, seed=2, hidden=(8, 4), recon_features="dagmm", **PAPER_SCORING)
     # an absurd learning rate on huge inputs overflows within the first steps
     with pytest.raises(vj.NonFiniteLossError, match=r"epoch 1 at step \d+: term '(recon|energy|cov_diag|kl|total|gradient)'"):
         det.fit(X_TRAIN[:256] * 1e18, epochs=3, batch_size=128, verbose=False, optimizer=optax.sgd(1e30))
@@ -213,7 +216,7 @@ def test_initialisation_compile_options_give_bit_identical_parameters():
 
     from vaegmm_jax import training
 
-    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(8, 4), seed=5)
+    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(8, 4), seed=5, recon_features="dagmm", **PAPER_SCORING)
     det._build(X_TRAIN[:8])
     model, opt = det.model, optax.adam(1e-3)
 

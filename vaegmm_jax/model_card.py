@@ -111,6 +111,14 @@ def _jsonable(obj):
     return repr(obj)
 
 
+def _input_scaling(detector) -> dict[str, Any] | None:
+    scaler = getattr(detector, "scaler", None)
+    if scaler is None:
+        return None
+    return {"kind": (getattr(detector, "fit_config", {}) or {}).get("scaler"),
+            "shift": np.asarray(scaler.shift).tolist(), "scale": np.asarray(scaler.scale).tolist()}
+
+
 def build_model_card(
     detector,
     *,
@@ -150,6 +158,8 @@ def build_model_card(
             "class": type(detector).__name__,
             "config": config,
             "data_type": getattr(detector, "data_type", None),
+            # the per-feature scaling fitted on the training rows, applied inside every score
+            "input_scaling": _input_scaling(detector),
         },
         "training": {
             "fit_config": dict(getattr(detector, "fit_config", {}) or {}),

@@ -71,6 +71,8 @@ from vaegmm_jax.detectors.base import (
     _STREAM_STATS,
     _STREAM_TRAIN,
     FIXED_SCORE_BATCH,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_LEARNING_RATE,
     BaseDetector,
     default_optimizer,
 )
@@ -413,6 +415,21 @@ def _check_data(X, per_seed_data: bool, n_seeds: int, row_shape=None, name: str 
     return check_array(X, name=name, row_shape=row_shape, min_rows=1)
 
 
+def _check_template_supported(template: BaseDetector, X) -> None:
+    """fit_many trains the models of the paper protocols: unscaled rows, energy scores. The
+    detectors' defaults (in-detector scaling, score_type 'energy_recon') are fitted by the
+    detector's own ``fit`` only, until the two engines are one."""
+    kind = template.resolved_scaler_kind(X)
+    score_type = getattr(template, "score_type", None)
+    if kind is not None or score_type == "energy_recon":
+        raise ValueError(
+            f"fit_many does not support in-detector scaling (scaler resolves to {kind!r}) or "
+            f"score_type='energy_recon' (got {score_type!r}) yet: build the detector with scaler=None"
+            + (", score_type='energy'" if score_type == "energy_recon" else "")
+            + " (vaegmm_jax.presets.PAPER_SCORING), scaling the rows yourself, or fit each seed with det.fit"
+        )
+
+
 def fit_many(
     factory: DetectorFactory | BaseDetector,
     X,
@@ -468,6 +485,7 @@ def fit_many(
         factory_fn = factory
         template = factory(seeds[0])
     X = _check_data(X, per_seed_data, len(seeds))
+    _check_template_supported(template, X[0] if per_seed_data else X)
     X0 = X[0] if per_seed_data else X
     X0_host = np.asarray(X0) if not isinstance(X0, np.ndarray) else X0
     fit_args = dict(fit_args)
@@ -485,10 +503,11 @@ def fit_many(
         template._build(X0_checked[: min(len(X0_checked), 8)])
     template.input_shape = tuple(X0_checked.shape[1:])
     optimizer = captured.get("optimizer")
-    opt_desc = {"name": "adam", "learning_rate": 1e-4} if optimizer is None else {"name": "custom"}
+    opt_desc = {"name": "adam", "learning_rate": DEFAULT_LEARNING_RATE} if optimizer is None else {"name": "custom"}
     optimizer = optimizer if optimizer is not None else default_optimizer()
     n_rows = int(X0_checked.shape[0])
-    batch_size = min(check_positive_int(captured["batch_size"], "batch_size"), n_rows)
+    batch = DEFAULT_BATCH_SIZE if captured["batch_size"] is None else captured["batch_size"]
+    batch_size = min(check_positive_int(batch, "batch_size"), n_rows)
     loss_fn = template._make_loss(X0_checked, fit_kwargs)
     recon_cov = getattr(template, "recon_cov", None)
     if per_seed_data and recon_cov is not None and recon_cov.kind != "sim":

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import optax
 
@@ -139,6 +139,82 @@ class VAEGMMPreset:
 
 Preset = Union[DAGMMPreset, VAEGMMPreset]
 
+#: What the published models score: the sample energy of rows the protocol has already scaled
+#: (no second, in-detector scaling). Every preset here builds its detector with these, so the
+#: library's defaults (standard scaling, energy plus reconstruction error) never change a paper
+#: number. Pass them yourself to get the published behaviour with other settings.
+PAPER_SCORING: dict[str, Any] = {"scaler": None, "score_type": "energy"}
+
+
+@dataclass(frozen=True)
+class CompatDefaults:
+    """Another library's defaults, by detector class: constructor and ``fit`` keyword arguments.
+
+    ``fit`` holds ``learning_rate`` (Adam) instead of an optimizer object; :meth:`fit_kwargs`
+    builds the optimizer. Use it as::
+
+        det = presets.ALIBI.make_detector(OutlierVAEGMM, n_gmm=2, latent_dim=2, encoder_net=...)
+        det.fit(X, **presets.ALIBI.fit_kwargs(det, epochs=50))
+
+    Attributes:
+      name: short name.
+      detector: {class name: constructor keyword arguments}.
+      fit: {class name: fit keyword arguments}.
+      source: where the values come from.
+    """
+
+    name: str
+    detector: Mapping[str, Mapping[str, Any]]
+    fit: Mapping[str, Mapping[str, Any]]
+    source: str
+
+    def _class_name(self, cls_or_detector) -> str:
+        name = cls_or_detector.__name__ if isinstance(cls_or_detector, type) else type(cls_or_detector).__name__
+        if name not in self.detector:
+            raise ValueError(f"{self.name} defaults cover {sorted(self.detector)}, not {name}")
+        return name
+
+    def detector_kwargs(self, cls_or_detector, **overrides: Any) -> dict[str, Any]:
+        """The constructor keyword arguments for a detector class, ``overrides`` winning."""
+        return {**self.detector[self._class_name(cls_or_detector)], **overrides}
+
+    def make_detector(self, cls, **overrides: Any):
+        """``cls(**detector_kwargs(cls, **overrides))``: the detector with these defaults."""
+        return cls(**self.detector_kwargs(cls, **overrides))
+
+    def fit_kwargs(self, cls_or_detector, **overrides: Any) -> dict[str, Any]:
+        """The ``fit`` keyword arguments (an ``optax.adam`` for the learning rate), ``overrides`` winning."""
+        kw = {**self.fit[self._class_name(cls_or_detector)], **overrides}
+        if "learning_rate" in kw:
+            kw["optimizer"] = optax.adam(float(kw.pop("learning_rate")))
+        if isinstance(kw.get("cov_elbo"), Mapping):
+            kw["cov_elbo"] = dict(kw["cov_elbo"])
+        return kw
+
+
+_ALIBI_TRAINING = {"epochs": 20, "batch_size": 64, "learning_rate": 1e-3}
+#: alibi-detect 0.13's defaults (its ``__init__`` and ``fit`` signatures): the sample energy of
+#: unscaled inputs, alibi's quirky reconstruction features, Keras' Glorot-uniform weights,
+#: w_recon 1e-7, cov_elbo sim 0.05, 20 epochs of batch 64 at Adam 1e-3. alibi has no
+#: default nets or sizes: give ``n_gmm``, ``latent_dim`` (and nets) as you would there.
+ALIBI = CompatDefaults(
+    name="alibi",
+    detector={
+        "OutlierVAEGMM": {"samples": 10, "beta": 1.0, "recon_features": "alibi", "kernel_init": "glorot_uniform",
+                          **PAPER_SCORING},
+        "OutlierAEGMM": {"recon_features": "alibi", "kernel_init": "glorot_uniform", **PAPER_SCORING},
+        "OutlierVAE": {"score_type": "mse", "samples": 10, "beta": 1.0, "kernel_init": "glorot_uniform",
+                       "scaler": None},
+    },
+    fit={
+        "OutlierVAEGMM": {"w_recon": 1e-7, "w_energy": 0.1, "w_cov_diag": 0.005, "cov_elbo": {"sim": 0.05},
+                          **_ALIBI_TRAINING},
+        "OutlierAEGMM": {"w_energy": 0.1, "w_cov_diag": 0.005, **_ALIBI_TRAINING},
+        "OutlierVAE": {"cov_elbo": {"sim": 0.05}, **_ALIBI_TRAINING},
+    },
+    source="alibi-detect 0.13 OutlierVAEGMM / OutlierAEGMM / OutlierVAE constructor and fit defaults",
+)
+
 #: KDDCUP 10%: FC(120,60,tanh)-FC(60,30,tanh)-FC(30,10,tanh)-FC(10,1)-mirror;
 #: estimation FC(3,10,tanh)-Drop(0.5)-FC(10,4,softmax); K=4; 200 epochs; batch 1024.
 KDDCUP = DAGMMPreset(
@@ -206,7 +282,7 @@ def make_detector(preset: Preset | str, **overrides: Any):
     kwargs = dict(
         n_gmm=preset.n_gmm, latent_dim=preset.latent_dim, hidden=tuple(preset.hidden),
         gmm_hidden=preset.gmm_hidden, gmm_dropout=preset.gmm_dropout, activation=preset.activation,
-        recon_features=preset.recon_features, kernel_init=preset.kernel_init,
+        recon_features=preset.recon_features, kernel_init=preset.kernel_init, **PAPER_SCORING,
     )
     if isinstance(preset, VAEGMMPreset):
         kwargs.update(samples=preset.samples, beta=preset.beta)
@@ -242,5 +318,6 @@ def fit_kwargs(preset: Preset | str, **overrides: Any) -> dict[str, Any]:
 
 __all__ = [
     "DAGMMPreset", "VAEGMMPreset", "Preset", "KDDCUP", "THYROID", "ARRHYTHMIA", "KDDCUP_REV",
-    "ALIBI_KDD_VAEGMM", "PRESETS", "get_preset", "make_detector", "fit_kwargs",
+    "ALIBI_KDD_VAEGMM", "PRESETS", "get_preset", "make_detector", "fit_kwargs", "PAPER_SCORING", "CompatDefaults",
+    "ALIBI",
 ]

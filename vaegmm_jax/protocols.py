@@ -908,7 +908,7 @@ def vaegmm_spec(
         return OutlierVAEGMM(
             n_gmm=p.n_gmm, latent_dim=p.latent_dim, hidden=tuple(p.hidden), gmm_hidden=p.gmm_hidden,
             gmm_dropout=p.gmm_dropout, activation=p.activation, recon_features=p.recon_features,
-            kernel_init=p.kernel_init, samples=samples, beta=beta, seed=seed,
+            kernel_init=p.kernel_init, samples=samples, beta=beta, seed=seed, **presets.PAPER_SCORING,
         )
 
     return DetectorSpec(
@@ -967,8 +967,9 @@ def vae_spec(
     init = kernel_init or (p.kernel_init if p is not None else "lecun_normal")
 
     def factory(seed):
+        # the paper protocols scale their rows themselves (protocols.SCALINGS): no second scaling
         return OutlierVAE(score_type=score_type, likelihood=likelihood, latent_dim=lat, hidden=hid,
-                          activation=act, kernel_init=init, samples=samples, seed=seed)
+                          activation=act, kernel_init=init, samples=samples, seed=seed, scaler=None)
 
     return DetectorSpec(
         name=name,

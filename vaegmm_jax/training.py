@@ -6,7 +6,7 @@ shape never changes and nothing recompiles), and scans the update step. Per-step
 keys come from ``fold_in``. Params and optimizer state are donated. The host
 syncs once per epoch (to read the loss history).
 
-A step whose loss or gradients are not finite is not applied, and every later
+A step whose loss, gradients or updated parameters are not finite is not applied, and every later
 step of the epoch is skipped too: the state stays at the last good parameters and
 the epoch reports the first bad step, so the caller can raise an error naming
 the epoch and the term.
@@ -149,7 +149,10 @@ def make_train_epoch(
             )
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            grads_ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+            # finite gradients can still overflow the parameters (a huge learning rate): such an
+            # update is as bad as a NaN gradient and is not applied either
+            grads_ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+                                         + [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
             ok = jnp.isfinite(loss) & grads_ok & (first_bad < 0)
             new_state = jax.tree.map(
                 lambda new, old: jnp.where(ok, new, old),

@@ -17,7 +17,7 @@ from vaegmm_jax import parallel, training
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
-from vaegmm_jax.detectors.base import _STREAM_STATS, BaseDetector
+from vaegmm_jax.detectors.base import _STREAM_SCORE, _STREAM_STATS, BaseDetector
 from vaegmm_jax.models.gmm_autoencoder import (
     LOSS_TERMS,
     GMMAutoencoder,
@@ -28,6 +28,28 @@ from vaegmm_jax.models.gmm_autoencoder import (
 from vaegmm_jax.nets import adapter, dense
 from vaegmm_jax.streaming import iter_chunks
 from vaegmm_jax.validation import check_positive_int
+
+
+#: what a GMM detector's score is: 'energy' (the DAGMM paper's and alibi-detect's sample energy)
+#: or 'energy_recon' (the default: energy plus log reconstruction error, each standardised by
+#: its median and interquartile range on the training rows; chosen on the development suite)
+SCORE_TYPES = ("energy", "energy_recon")
+
+
+def robust_calibration(components: np.ndarray) -> dict[str, np.ndarray]:
+    """{'center': median (C,), 'scale': interquartile range (C,)} of (N, C) training-row
+    score components; a zero or non-finite spread falls back to the standard deviation, then 1."""
+    comps = np.asarray(components, np.float64)
+    q25, med, q75 = np.percentile(comps, [25.0, 50.0, 75.0], axis=0)
+    scale = q75 - q25
+    std = comps.std(axis=0)
+    scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, np.where(np.isfinite(std) & (std > 1e-12), std, 1.0))
+    return {"center": med.astype(np.float32), "scale": scale.astype(np.float32)}
+
+
+def combine_components(components: jax.Array, calibration: dict) -> jax.Array:
+    """(C, 2) components -> (C,) sum of their standardised values (pure)."""
+    return jnp.sum((components - calibration["center"]) / calibration["scale"], axis=-1)
 
 
 class _GMMDetector(BaseDetector):
@@ -46,11 +68,11 @@ class _GMMDetector(BaseDetector):
         encoder_net=None,
         decoder_net=None,
         gmm_density_net=None,
-        n_gmm: int = 4,
+        n_gmm: int = 2,
         latent_dim: int = 2,
         samples: int = 10,
         beta: float = 1.0,
-        recon_features: str | Callable = "dagmm",
+        recon_features: str | Callable = "rmse",
         data_type: str | None = None,
         seed: int = 0,
         eps: float = gmm_lib.DEFAULT_EPS,
@@ -59,8 +81,16 @@ class _GMMDetector(BaseDetector):
         gmm_dropout: float = 0.5,
         activation: str = "tanh",
         kernel_init: str = dense.DEFAULT_KERNEL_INIT,
+        scaler: str | None = "auto",
+        score_type: str = "energy_recon",
     ):
-        super().__init__(threshold=threshold, seed=seed, data_type=data_type)
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler)
+        if score_type not in SCORE_TYPES:
+            raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
+        self.score_type = score_type
+        #: robust centre and spread of the two score components on the training rows (score_type
+        #: 'energy_recon'), set after fit: {'center': (2,), 'scale': (2,)} float32
+        self.score_calibration: dict[str, np.ndarray] | None = None
         dense.kernel_initializer(kernel_init)  # unknown names fail here, not at fit
         self.n_gmm = check_positive_int(n_gmm, "n_gmm")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
@@ -175,27 +205,68 @@ class _GMMDetector(BaseDetector):
                 "the mixture fitted on the training data is not finite or a covariance is not positive definite "
                 f"even with jitter eps={self.eps}; increase eps or check the training data"
             )
+        self.score_calibration = None
+        if self.score_type == "energy_recon":
+            self.score_calibration = self._calibrate(X, batch_size)
+
+    def _calibrate(self, X, batch_size: int) -> dict[str, np.ndarray]:
+        """Median and interquartile range of [energy, log RMSE] over the (already scaled)
+        training rows, with the scoring noise: what makes the two components addable."""
+        fn = jax.jit(self._components_chunk_fn(self._n_score_samples()))
+        key = self._key(_STREAM_SCORE)
+        gmm, params = self.gmm_params, self.params
+        comps = self._map_rows(lambda x, offset: fn(params, gmm, x, offset, key), X, max(batch_size, 4096))
+        return robust_calibration(comps)
 
     # -- scoring -------------------------------------------------------------------------
     def _n_score_samples(self) -> int:
         return self.samples if self.variational else 1
 
     def _score_extra(self):
-        if self.gmm_params is None:
-            from vaegmm_jax.validation import NotFittedError
+        from vaegmm_jax.validation import NotFittedError
 
+        if self.gmm_params is None:
             raise NotFittedError(f"{type(self).__name__} has no fitted mixture: call fit(X) first")
-        return self.gmm_params
+        if self.score_type == "energy":
+            return self.gmm_params
+        if self.score_calibration is None:
+            raise NotFittedError(f"{type(self).__name__} has no score calibration: call fit(X) first")
+        return (self.gmm_params, {k: jnp.asarray(v) for k, v in self.score_calibration.items()})
 
     def _score_chunk_fn(self, n_samples: int) -> Callable:
+        """fn(params, extra, x (C, *S), offset, key) -> (C,) scores.
+
+        'energy': the mean sample energy over the L samples (extra: the mixture).
+        'energy_recon': (E - c_E) / s_E + (R - c_R) / s_R with R the mean log RMSE and c, s the
+        training rows' median and interquartile range (extra: (mixture, calibration)).
+        """
+        model, kernel = self.model, self.scoring_kernel
+        if self.score_type == "energy":
+            def score_chunk(params, gmm, x, offset, key):
+                rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
+                noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
+                return model.energies(params, gmm, x, noise, kernel)
+
+            return score_chunk
+        components = self._components_chunk_fn(n_samples)
+
+        def combined_chunk(params, extra, x, offset, key):
+            gmm, calibration = extra
+            comps = components(params, gmm, x, offset, key)
+            return combine_components(comps, calibration)
+
+        return combined_chunk
+
+    def _components_chunk_fn(self, n_samples: int) -> Callable:
+        """fn(params, gmm, x (C, *S), offset, key) -> (C, 2) [mean energy, mean log RMSE]."""
         model, kernel = self.model, self.scoring_kernel
 
-        def score_chunk(params, gmm, x, offset, key):
+        def components(params, gmm, x, offset, key):
             rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
             noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
-            return model.energies(params, gmm, x, noise, kernel)
+            return model.energies_and_errors(params, gmm, x, noise, kernel)
 
-        return score_chunk
+        return components
 
     # -- persistence ---------------------------------------------------------------------
     _model_arg = "vaegmm"
@@ -228,6 +299,9 @@ class _GMMDetector(BaseDetector):
             gmm_dropout=config["arch"]["gmm_dropout"], activation=config["arch"]["activation"],
             # checkpoints written before kernel_init existed used Flax's default
             kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
+            # checkpoints written before the in-detector scaler existed were trained without one
+            scaler=config.get("scaler"),
+            score_type=config.get("score_type", "energy"),
         )
         if cls.variational:
             kwargs.update(samples=config["samples"], beta=config["beta"])
@@ -245,10 +319,14 @@ class _GMMDetector(BaseDetector):
             "eps": self.eps,
             "arch": self.arch,
             "custom_nets": self.custom_nets,
+            "scaler": self.scaler_kind,
+            "score_type": self.score_type,
         }
 
     def extra_arrays(self) -> dict[str, Any]:
-        out = {}
+        out = super().extra_arrays()
+        if self.score_calibration is not None:
+            out["score_calibration"] = dict(self.score_calibration)
         if self.gmm_params is not None:
             out["gmm"] = dict(self.gmm_params._asdict())
         if self.recon_cov is not None:
@@ -256,6 +334,9 @@ class _GMMDetector(BaseDetector):
         return out
 
     def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
+        super().set_extra_arrays(arrays)
+        if "score_calibration" in arrays:
+            self.score_calibration = {k: np.asarray(v, np.float32) for k, v in arrays["score_calibration"].items()}
         if "gmm" in arrays:
             self.gmm_params = gmm_lib.GMMParams(**{k: jnp.asarray(v) for k, v in arrays["gmm"].items()})
         if "recon_scale" in arrays and self.fit_config.get("cov_kind"):
@@ -438,13 +519,13 @@ class OutlierVAEGMM(_GMMDetector):
     def fit(
         self,
         X,
-        w_recon: float = 1e-7,
+        w_recon: float = 1.0,
         w_energy: float = 0.1,
         w_cov_diag: float = 0.005,
         optimizer: optax.GradientTransformation | None = None,
         cov_elbo: dict | None = None,
-        epochs: int = 20,
-        batch_size: int = 64,
+        epochs: int | None = None,
+        batch_size: int | None = None,
         verbose: bool = True,
         log_metric: tuple[str, Callable] | None = None,
         checkpoint_dir=None,
@@ -469,7 +550,7 @@ class OutlierVAEGMM(_GMMDetector):
         Returns:
           The history: {term: [value per epoch]} for recon, energy, cov_diag, kl, total.
         """
-        cov_elbo = dict(sim=0.05) if cov_elbo is None else cov_elbo
+        cov_elbo = dict(sim=1.0) if cov_elbo is None else cov_elbo
         return self._fit(
             X,
             optimizer=optimizer,
@@ -516,14 +597,15 @@ class OutlierAEGMM(_GMMDetector):
     _model_arg = "aegmm"
 
     def __init__(self, threshold=None, aegmm=None, encoder_net=None, decoder_net=None, gmm_density_net=None,
-                 n_gmm: int = 4, latent_dim: int = 1, recon_features="dagmm", data_type=None, seed: int = 0,
+                 n_gmm: int = 2, latent_dim: int = 2, recon_features="rmse", data_type=None, seed: int = 0,
                  eps: float = gmm_lib.DEFAULT_EPS, hidden=None, gmm_hidden: int = 10, gmm_dropout: float = 0.5,
-                 activation: str = "tanh", kernel_init: str = dense.DEFAULT_KERNEL_INIT):
+                 activation: str = "tanh", kernel_init: str = dense.DEFAULT_KERNEL_INIT,
+                 scaler: str | None = "auto", score_type: str = "energy_recon"):
         super().__init__(threshold=threshold, vaegmm=aegmm, encoder_net=encoder_net, decoder_net=decoder_net,
                          gmm_density_net=gmm_density_net, n_gmm=n_gmm, latent_dim=latent_dim, samples=1, beta=0.0,
                          recon_features=recon_features, data_type=data_type, seed=seed, eps=eps, hidden=hidden,
                          gmm_hidden=gmm_hidden, gmm_dropout=gmm_dropout, activation=activation,
-                         kernel_init=kernel_init)
+                         kernel_init=kernel_init, scaler=scaler, score_type=score_type)
 
     def fit(
         self,
@@ -531,8 +613,8 @@ class OutlierAEGMM(_GMMDetector):
         w_energy: float = 0.1,
         w_cov_diag: float = 0.005,
         optimizer: optax.GradientTransformation | None = None,
-        epochs: int = 20,
-        batch_size: int = 64,
+        epochs: int | None = None,
+        batch_size: int | None = None,
         verbose: bool = True,
         log_metric: tuple[str, Callable] | None = None,
         checkpoint_dir=None,

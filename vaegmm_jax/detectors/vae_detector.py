@@ -95,8 +95,9 @@ class OutlierVAE(BaseDetector):
         hidden: tuple[int, ...] | None = None,
         activation: str = "tanh",
         kernel_init: str = dense.DEFAULT_KERNEL_INIT,
+        scaler: str | None = "auto",
     ):
-        super().__init__(threshold=threshold, seed=seed, data_type=data_type)
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler)
         if score_type not in SCORE_TYPES:
             raise ValueError(f"unknown score_type {score_type!r}; choose one of {SCORE_TYPES}")
         if likelihood not in LIKELIHOODS:
@@ -182,6 +183,12 @@ class OutlierVAE(BaseDetector):
             head_init=init,
         )
 
+    def resolved_scaler_kind(self, X) -> str | None:
+        """As the base rule, but never scales for the Bernoulli likelihood (it needs x in [0, 1])."""
+        if self.likelihood == "bernoulli" and self.scaler_kind == "auto":
+            return None
+        return super().resolved_scaler_kind(X)
+
     def _validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
         arr = check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows)
         if self.likelihood == "bernoulli":
@@ -194,8 +201,8 @@ class OutlierVAE(BaseDetector):
         X,
         optimizer: optax.GradientTransformation | None = None,
         cov_elbo: dict | None = None,
-        epochs: int = 20,
-        batch_size: int = 64,
+        epochs: int | None = None,
+        batch_size: int | None = None,
         verbose: bool = True,
         log_metric: tuple[str, Callable] | None = None,
         checkpoint_dir=None,
@@ -457,7 +464,9 @@ class OutlierVAE(BaseDetector):
             data_type=config["data_type"], seed=config["seed"], hidden=config["arch"]["hidden"],
             activation=config["arch"]["activation"],
             # checkpoints written before kernel_init existed used Flax's default
-            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT), **networks,
+            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
+            # checkpoints written before the in-detector scaler existed were trained without one
+            scaler=config.get("scaler"), **networks,
         )
 
     def config_dict(self) -> dict:
@@ -472,12 +481,17 @@ class OutlierVAE(BaseDetector):
             "seed": self.seed,
             "arch": self.arch,
             "custom_nets": self.custom_nets,
+            "scaler": self.scaler_kind,
         }
 
     def extra_arrays(self) -> dict[str, Any]:
-        return {} if self.recon_cov is None else {"recon_scale": self.recon_cov.scale}
+        out = super().extra_arrays()
+        if self.recon_cov is not None:
+            out["recon_scale"] = self.recon_cov.scale
+        return out
 
     def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
+        super().set_extra_arrays(arrays)
         if "recon_scale" in arrays and self.fit_config.get("cov_kind"):
             self.recon_cov = vae_lib.ReconCovariance(self.fit_config["cov_kind"], jnp.asarray(arrays["recon_scale"]))
 

@@ -191,12 +191,28 @@ class GMMAutoencoder:
         Returns:
           (L, B, D) [latent, recon features].
         """
+        return self.sampled_z_and_error(params, x, noise, kernel)[0]
+
+    def sampled_z_and_error(
+        self, params: Params, x: jax.Array, noise: jax.Array, kernel: str = "auto"
+    ) -> tuple[jax.Array, jax.Array]:
+        """:meth:`sampled_z` plus each sample's mean squared reconstruction error.
+
+        Returns:
+          (z (L, B, D), mse (L, B) float32: mean over features of (x - x')^2).
+        """
         if kernel not in ("auto", "xla", "pallas", "interpret"):
             raise ValueError(f"kernel must be 'auto', 'xla', 'pallas' or 'interpret', got {kernel!r}")
         z_lat = self.sampled_latents(params, x, noise)
+        n_features = _flat(x).shape[-1]
+
+        def one_xla(z_l):
+            z, _, x_recon = self.mixture_input(params, x, z_l)
+            diff = _flat(x).astype(jnp.float32) - _flat(x_recon).astype(jnp.float32)
+            return z, jnp.mean(diff * diff, axis=-1)
 
         def with_xla(z_lat):
-            return jax.vmap(lambda z_l: self.mixture_input(params, x, z_l)[0])(z_lat)
+            return jax.vmap(one_xla)(z_lat)
 
         if kernel == "xla" or not self.fused_kernel_applies(x):
             if kernel in ("pallas", "interpret"):
@@ -208,7 +224,8 @@ class GMMAutoencoder:
                 self.decoder.module, x, z_lat, params["decoder"], interpret=kernel == "interpret"
             )
             feats = features_lib.FEATURES_FROM_SUMS[self.recon_features](x, sums)
-            return jnp.concatenate([z_lat, feats.astype(z_lat.dtype)], axis=-1)
+            z = jnp.concatenate([z_lat, feats.astype(z_lat.dtype)], axis=-1)
+            return z, sums[0].astype(jnp.float32) / n_features
 
         if kernel == "auto":
             return jax.lax.platform_dependent(z_lat, cuda=with_kernel, default=with_xla)
@@ -233,6 +250,23 @@ class GMMAutoencoder:
         z = self.sampled_z(params, x, noise, kernel)
         e = jax.vmap(lambda z_l: gmm_lib.energy_from_cache(z_l.astype(jnp.float32), cache))(z)
         return jnp.mean(e, axis=0)
+
+    def energies_and_errors(
+        self, params: Params, gmm: gmm_lib.GMMParams, x: jax.Array, noise: jax.Array, kernel: str = "auto"
+    ) -> jax.Array:
+        """Mean sample energy and mean log reconstruction error over L latent samples.
+
+        Args: as :meth:`energies`.
+
+        Returns:
+          (B, 2): column 0 the mean over the L samples of E(z_l), column 1 the mean of
+          0.5 log(mse_l + 1e-12) (the log RMSE; a log, since errors are heavy-tailed).
+        """
+        cache = gmm_lib.energy_cache(gmm, self.eps)
+        z, mse = self.sampled_z_and_error(params, x, noise, kernel)
+        e = jax.vmap(lambda z_l: gmm_lib.energy_from_cache(z_l.astype(jnp.float32), cache))(z)
+        log_rmse = 0.5 * jnp.log(mse + 1e-12)
+        return jnp.stack([jnp.mean(e, axis=0), jnp.mean(log_rmse, axis=0)], axis=-1)
 
     def gmm_stats(self, params: Params, x: jax.Array, noise: jax.Array, weights: jax.Array, shift=None):
         """Sufficient statistics of one chunk, one latent sample per row.
