@@ -498,12 +498,15 @@ class OutlierVAEGMM(_GMMDetector):
       decoder_net: z (B, latent_dim) -> x' (B, *S). Default: the mirror, linear output.
       gmm_density_net: z (B, D) -> K logits (softmax applied by the model; unlike
         alibi's Keras nets, do not end it with a softmax). Default: 10 tanh, dropout 0.5.
-      n_gmm: K mixture components.
-      latent_dim: d.
+      n_gmm: K mixture components (default 2, chosen on the development suite).
+      latent_dim: d (default 2).
       samples: L latent samples per row when scoring.
       beta: KL weight.
-      recon_features: 'dagmm' (paper: [rel. Euclidean distance, cosine]), 'alibi'
-        (alibi-detect 0.13's quirky eucl_cosim_features) or a callable.
+      recon_features: 'rmse' (default: the root-mean-square reconstruction error, one
+        column; on standardised rows the paper's relative distance is noise, see
+        :func:`vaegmm_jax.core.features.rmse_features`), 'dagmm' (the paper's [relative
+        Euclidean distance, cosine]), 'alibi' (alibi-detect 0.13's quirky
+        eucl_cosim_features) or a callable.
       data_type: 'tabular', 'image' or None (inferred at fit).
       seed: seeds initialisation, shuffling, sampling and scoring noise.
       eps: covariance jitter (alibi issue #554 asks for it to be configurable).
@@ -512,6 +515,17 @@ class OutlierVAEGMM(_GMMDetector):
         'lecun_normal' (Flax's default), 'glorot_uniform' (TensorFlow/Keras:
         alibi-detect, the TensorFlow DAGMM ports) or 'torch_uniform' (PyTorch's nn.Linear); see
         :data:`vaegmm_jax.nets.dense.KERNEL_INITS`. User-given nets keep their own.
+      scaler: input scaling fitted on the training rows and applied inside every score:
+        'auto' (default: 'standard' for tabular rows (N, F), none for images), 'standard',
+        'minmax', 'robust' (see :mod:`vaegmm_jax.core.scaling`) or None (rows used as given,
+        the paper's and alibi-detect's behaviour).
+      score_type: 'energy_recon' (default: the mean sample energy plus the mean log RMSE,
+        each standardised by its median and interquartile range on the training rows) or
+        'energy' (the paper's and alibi-detect's sample energy).
+
+    The defaults were chosen on a development suite of 19 ODDS/ADBench sets
+    (``benchmarks/suite.py``, README "Defaults, and why"); ``presets.ALIBI`` and
+    ``presets.PAPER_SCORING`` give alibi-detect's and the paper's behaviour.
     """
 
     variational = True
@@ -536,11 +550,15 @@ class OutlierVAEGMM(_GMMDetector):
 
         Args:
           X: training data.
-          w_recon, w_energy, w_cov_diag: loss weights (alibi defaults).
-          optimizer: an optax transformation (default adam, lr 1e-4).
-          cov_elbo: reconstruction likelihood covariance: dict(sim=0.05) (default),
-            dict(cov_diag=None) or dict(cov_full=None) (estimated from X).
-          epochs, batch_size: training length and minibatch size.
+          w_recon, w_energy, w_cov_diag: loss weights (defaults 1, 0.1, 0.005; alibi-detect's
+            w_recon 1e-7 leaves the decoder untrained: ``presets.ALIBI`` has it).
+          optimizer: an optax transformation (default adam, lr 1e-3).
+          cov_elbo: reconstruction likelihood covariance: dict(sim=1.0) (default: unit
+            variance on standardised rows; alibi's is sim=0.05), dict(cov_diag=None) or
+            dict(cov_full=None) (estimated from X).
+          epochs, batch_size: training length and minibatch size (defaults None: about
+            2,000 optimizer steps, at least one pass, batches of 128; see
+            :func:`vaegmm_jax.detectors.base.auto_epochs`).
           verbose: a per-epoch progress bar (shown only on a terminal).
           log_metric: optional (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch.
           checkpoint_dir: save the detector there at the end (and every
@@ -588,9 +606,9 @@ class OutlierAEGMM(_GMMDetector):
     Loss J = mean over batch of the per-row sum of squared errors
     + w_energy (lambda1) * mean energy + w_cov_diag (lambda2) * P(Sigma).
     Dropout in the estimation network is active in training only. Constructor
-    arguments as :class:`OutlierVAEGMM` (``aegmm=`` for a whole model, no
-    ``samples``/``beta``: the latent is not sampled); latent_dim defaults to 1 as
-    in the paper.
+    arguments and their defaults as :class:`OutlierVAEGMM` (``aegmm=`` for a whole model, no
+    ``samples``/``beta``: the latent is not sampled); latent_dim defaults to 2 (the
+    paper's 1 scored lower on the development suite; the presets keep it).
     """
 
     variational = False

@@ -74,6 +74,9 @@ class OutlierVAE(BaseDetector):
       activation: activation of the default MLPs.
       kernel_init: weight initialiser of the default MLPs and the heads the model adds
         (:data:`vaegmm_jax.nets.dense.KERNEL_INITS`; the conv nets keep LeCun normal).
+      scaler: input scaling fitted on the training rows and applied in every score: 'auto'
+        (default: 'standard' for tabular rows, none for images and for the Bernoulli
+        likelihood, which needs x in [0, 1]), 'standard', 'minmax', 'robust' or None.
     """
 
     loss_terms = VAE_LOSS_TERMS
@@ -213,10 +216,11 @@ class OutlierVAE(BaseDetector):
 
         Args:
           X: training data, (N, F) or images (N, H, W, C) (in [0, 1] for the Bernoulli likelihood).
-          optimizer: an optax transformation (default adam, lr 1e-4).
+          optimizer: an optax transformation (default adam, lr 1e-3).
           cov_elbo: for score_type='mse' with the Gaussian likelihood only: dict(sim=0.05)
             (default), dict(cov_diag=None) or dict(cov_full=None) (estimated from X).
-          epochs, batch_size: training length and minibatch size.
+          epochs, batch_size: training length and minibatch size (defaults None: about
+            2,000 optimizer steps, at least one pass, batches of 128).
           verbose: a per-epoch progress bar (shown only on a terminal).
           log_metric: optional (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch,
             x' decoded from the posterior mean.
