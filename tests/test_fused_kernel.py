@@ -122,6 +122,10 @@ def test_model_scores_and_gradients_equal_through_the_kernel(fitted_vaegmm):
     noise = jax.random.normal(jax.random.PRNGKey(5), (4, 48, 2))
     np.testing.assert_allclose(model.energies(params, gmm, xb, noise, "interpret"),
                                model.energies(params, gmm, xb, noise, "xla"), rtol=1e-5, atol=1e-5)
+    # the default score's second component (the RMSE from the kernel's sums) too
+    assert model.recon_features is vj.core.features.rmse_features
+    np.testing.assert_allclose(model.energies_and_errors(params, gmm, xb, noise, "interpret"),
+                               model.energies_and_errors(params, gmm, xb, noise, "xla"), rtol=1e-5, atol=1e-5)
 
     def total(p, xx, kernel):
         return model.energies(p, gmm, xx, noise, kernel).sum()
