@@ -1004,9 +1004,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0/1 labels (1 = outlier): outliers are left out of training; metrics go in the model card")
     f.add_argument("--scaling", choices=("minmax", "standard", "none"), default=None,
                    help="feature scaling fitted on the training rows (default: minmax; none for images)")
-    f.add_argument("--epochs", type=int, default=None)
-    f.add_argument("--batch-size", type=int, default=None)
-    f.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (library default 1e-4)")
+    f.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: the detector's, about 2000 optimizer steps)")
+    f.add_argument("--batch-size", type=int, default=None, help="minibatch rows (default: the detector's, 128)")
+    f.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (library default 1e-3)")
     thr = f.add_mutually_exclusive_group()
     thr.add_argument("--threshold-perc", type=_perc, default=None, metavar="P",
                      help="threshold = P-th percentile of the training scores (default 95)")
