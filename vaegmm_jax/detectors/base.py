@@ -187,7 +187,6 @@ class BaseDetector:
     ) -> dict[str, list[float]]:
         fit_started = time.perf_counter()
         X = check_array(X, name="X", row_shape=self.input_shape, min_rows=2)
-        X_raw_ndim = np.zeros((1,) * X.ndim)  # the scaler rule reads only the input's rank
         epochs = None if epochs is None else check_positive_int(epochs, "epochs")
         batch_size = DEFAULT_BATCH_SIZE if batch_size is None else check_positive_int(batch_size, "batch_size")
         if checkpoint_every is not None:
@@ -225,7 +224,7 @@ class BaseDetector:
         X = self._fit_scaler(X)  # after a resume, which restores the scaler the model learnt with
         loss_fn = self._make_loss(X, fit_kwargs)
         self.fit_config = dict(fit_kwargs, epochs=epochs, batch_size=batch_size, optimizer=opt_desc,
-                               scaler=None if self.scaler is None else self.resolved_scaler_kind(X_raw_ndim))
+                               scaler=None if self.scaler is None else self.resolved_scaler_kind(X))
         if epochs_requested is None:
             self.fit_config["epochs_rule"] = f"auto: about {DEFAULT_TRAIN_STEPS} optimizer steps"
 
