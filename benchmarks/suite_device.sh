@@ -2,7 +2,11 @@
 # One device call for the defaults issue: the default score's speed and GPU kernel check on the
 # GPU, then the development suite on the machine's 16 CPU cores (JAX on CPU, one process per
 # core: the suite's small programs are compile- and dispatch-bound, which a GPU does not help).
+# Prepare here (both folders are git-ignored; carry them): mkdir -p .devdata .whl &&
+#   cp -r ../shared/data/adbench ../shared/data/odds .devdata/ &&
+#   pip download --no-deps --python-version 3.12 --only-binary=:all: -d .whl tqdm
 # Usage (device machine, repo root): VAEGMM_DATA=.devdata bash benchmarks/suite_device.sh SUITE_SECONDS
+# Already stored runs are skipped; bring suite_store.tgz back and unpack it into benchmarks/results/.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
