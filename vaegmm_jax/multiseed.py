@@ -485,8 +485,8 @@ def fit_many(
         factory_fn = factory
         template = factory(seeds[0])
     X = _check_data(X, per_seed_data, len(seeds))
-    _check_template_supported(template, X[0] if per_seed_data else X)
     X0 = X[0] if per_seed_data else X
+    _check_template_supported(template, X0)
     X0_host = np.asarray(X0) if not isinstance(X0, np.ndarray) else X0
     fit_args = dict(fit_args)
     if "epochs" not in fit_args:

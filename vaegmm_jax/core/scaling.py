@@ -89,9 +89,7 @@ def apply_scaler_numpy(scaler: Scaler | None, x: np.ndarray) -> np.ndarray:
     """:func:`apply_scaler` on the host, float32 out (what fit trains on)."""
     if scaler is None:
         return x
-    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
-    out = (flat - np.asarray(scaler.shift, np.float32)) / np.asarray(scaler.scale, np.float32)
-    return out.reshape(x.shape)
+    return apply_scaler(scaler, np.asarray(x, dtype=np.float32))
 
 
 __all__ = ["SCALER_KINDS", "Scaler", "check_kind", "fit_scaler", "apply_scaler", "apply_scaler_numpy"]

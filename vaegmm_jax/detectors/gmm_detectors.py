@@ -240,14 +240,8 @@ class _GMMDetector(BaseDetector):
         'energy_recon': (E - c_E) / s_E + (R - c_R) / s_R with R the mean log RMSE and c, s the
         training rows' median and interquartile range (extra: (mixture, calibration)).
         """
-        model, kernel = self.model, self.scoring_kernel
         if self.score_type == "energy":
-            def score_chunk(params, gmm, x, offset, key):
-                rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
-                noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
-                return model.energies(params, gmm, x, noise, kernel)
-
-            return score_chunk
+            return self._noise_chunk_fn(n_samples, self.model.energies)
         components = self._components_chunk_fn(n_samples)
 
         def combined_chunk(params, extra, x, offset, key):
@@ -259,14 +253,19 @@ class _GMMDetector(BaseDetector):
 
     def _components_chunk_fn(self, n_samples: int) -> Callable:
         """fn(params, gmm, x (C, *S), offset, key) -> (C, 2) [mean energy, mean log RMSE]."""
-        model, kernel = self.model, self.scoring_kernel
+        return self._noise_chunk_fn(n_samples, self.model.energies_and_errors)
 
-        def components(params, gmm, x, offset, key):
+    def _noise_chunk_fn(self, n_samples: int, model_fn: Callable) -> Callable:
+        """fn(params, gmm, x, offset, key) -> model_fn(params, gmm, x, noise, kernel), each row's
+        L latent draws depending only on (key, its row index): chunking never changes them."""
+        latent_dim, kernel = self.model.latent_dim, self.scoring_kernel
+
+        def chunk_fn(params, gmm, x, offset, key):
             rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
-            noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
-            return model.energies_and_errors(params, gmm, x, noise, kernel)
+            noise = vae_lib.row_normal_noise(key, rows, n_samples, latent_dim)
+            return model_fn(params, gmm, x, noise, kernel)
 
-        return components
+        return chunk_fn
 
     # -- persistence ---------------------------------------------------------------------
     _model_arg = "vaegmm"

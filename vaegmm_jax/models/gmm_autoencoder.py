@@ -246,8 +246,11 @@ class GMMAutoencoder:
         Returns:
           (B,) scores: the arithmetic mean over the L samples of E(z_l).
         """
+        return self._mean_energy(gmm, self.sampled_z(params, x, noise, kernel))
+
+    def _mean_energy(self, gmm: gmm_lib.GMMParams, z: jax.Array) -> jax.Array:
+        """(L, B, D) mixture inputs -> (B,) mean over the L samples of E(z_l)."""
         cache = gmm_lib.energy_cache(gmm, self.eps)
-        z = self.sampled_z(params, x, noise, kernel)
         e = jax.vmap(lambda z_l: gmm_lib.energy_from_cache(z_l.astype(jnp.float32), cache))(z)
         return jnp.mean(e, axis=0)
 
@@ -262,11 +265,9 @@ class GMMAutoencoder:
           (B, 2): column 0 the mean over the L samples of E(z_l), column 1 the mean of
           0.5 log(mse_l + 1e-12) (the log RMSE; a log, since errors are heavy-tailed).
         """
-        cache = gmm_lib.energy_cache(gmm, self.eps)
         z, mse = self.sampled_z_and_error(params, x, noise, kernel)
-        e = jax.vmap(lambda z_l: gmm_lib.energy_from_cache(z_l.astype(jnp.float32), cache))(z)
         log_rmse = 0.5 * jnp.log(mse + 1e-12)
-        return jnp.stack([jnp.mean(e, axis=0), jnp.mean(log_rmse, axis=0)], axis=-1)
+        return jnp.stack([self._mean_energy(gmm, z), jnp.mean(log_rmse, axis=0)], axis=-1)
 
     def gmm_stats(self, params: Params, x: jax.Array, noise: jax.Array, weights: jax.Array, shift=None):
         """Sufficient statistics of one chunk, one latent sample per row.
