@@ -273,12 +273,18 @@ def _restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:
     flat = _read_arrays(path)
     sample = np.zeros((2,) + tuple(meta["input_shape"]), np.float32)
     det._build(sample)
-    template = jax.eval_shape(lambda: det.model.init(jax.random.PRNGKey(0), jnp.asarray(sample)))
+    from vaegmm_jax import members
+
+    n_members = det.n_members
+    one = jax.eval_shape(lambda: det.model.init(jax.random.PRNGKey(0), jnp.asarray(sample)))
+    # an ensemble's arrays carry a leading member axis
+    template = one if n_members == 1 else jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct((n_members,) + a.shape, a.dtype), one)
     det.params = _unflatten_like(template, flat, "params")
     det.set_extra_arrays(_group(flat))
     n_opt = int(meta.get("n_opt_state_leaves", 0))
     if optimizer is not None and n_opt:
-        opt_template = jax.eval_shape(optimizer.init, template)
+        opt_template = jax.eval_shape(members.over_members(optimizer.init, (0,), n_members), template)
         leaves, treedef = jax.tree_util.tree_flatten(opt_template)
         if len(leaves) != n_opt:
             raise CheckpointError(

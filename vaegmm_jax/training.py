@@ -182,3 +182,87 @@ def make_train_epoch(
 def epoch_key(base_key: jax.Array, epoch: int) -> jax.Array:
     """The key of epoch ``epoch`` (0-based): the same whether training resumes or not."""
     return jax.random.fold_in(base_key, epoch)
+
+
+class RunReport(NamedTuple):
+    """What one call of an epoch runner reports (device arrays, read once per call).
+
+    Shapes carry a member axis [M] only when M > 1 (see :mod:`vaegmm_jax.members`).
+
+    Attributes:
+      terms: (epochs_per_call, [M,] n_terms) the epoch means; NaN for an epoch a member did
+        not finish (it failed in it or earlier) or that was past ``stop``.
+      first_bad_step: ([M],) int32 the step of the failing epoch at which a member failed, -1 if none.
+      bad_terms: ([M,] n_terms) the loss terms at that step (zeros if none).
+    """
+
+    terms: jax.Array
+    first_bad_step: jax.Array
+    bad_terms: jax.Array
+
+
+def make_epoch_runner(
+    train_epoch: Callable,
+    n_members: int,
+    member_data: bool,
+    n_terms: int,
+    epochs_per_call: int,
+    group_size: int | None = None,
+):
+    """Builds the pure function that trains M members for ``epochs_per_call`` epochs.
+
+    Args:
+      train_epoch: one member's epoch, from :func:`make_train_epoch`.
+      n_members: M; the member axis exists only when M > 1.
+      member_data: x has a leading member axis (one training set per member).
+      n_terms: length of the epoch's term vector.
+      epochs_per_call: epochs per call; more than one runs a ``lax.scan`` whose epochs at
+        or past ``stop`` are skipped, so every call has the same shapes.
+      group_size: members trained together (see :func:`vaegmm_jax.members.over_members`).
+
+    Returns:
+      ``run(state, alive, failed, x, base_keys, start, stop) -> (state, alive, failed, RunReport)``:
+      state a :class:`TrainState` with leaves ([M,] ...); alive ([M],) bool, members still training;
+      failed ([M],) int32, the 0-based epoch in which a member first hit a non-finite step (-1 if
+      none); x (N, *S) or (M, N, *S); base_keys ([M,] 2) the members' training keys; start and
+      stop () int32 epoch indices. A failed member keeps its last good parameters and stops.
+      Jit it with ``donate_argnums=0``.
+    """
+    from vaegmm_jax.members import over_members
+
+    v_epoch = over_members(train_epoch, (0, 0 if member_data else None, 0), n_members, group_size)
+    v_epoch_key = epoch_key if n_members == 1 else jax.vmap(epoch_key, in_axes=(0, None))
+
+    def leading(mask, leaf):
+        return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
+
+    def run(state, alive, failed, x, base_keys, start, stop):
+        def do_epoch(carry, epoch):
+            state, alive, failed, first_bad, bad_terms = carry
+            new_state, result = v_epoch(state, x, v_epoch_key(base_keys, epoch))
+            state = jax.tree.map(lambda n, o: jnp.where(leading(alive, n), n, o), new_state, state)
+            now_bad = alive & (result.first_bad_step >= 0)
+            failed = jnp.where(now_bad, epoch, failed)
+            first_bad = jnp.where(now_bad, result.first_bad_step, first_bad)
+            bad_terms = jnp.where(now_bad[..., None], result.bad_terms, bad_terms)
+            # like the history of a single fit: only fully good epochs are recorded
+            terms = jnp.where((alive & ~now_bad)[..., None], result.terms, jnp.nan)
+            return (state, alive & ~now_bad, failed, first_bad, bad_terms), terms
+
+        def skip(carry, epoch):
+            return carry, jnp.full(alive.shape + (n_terms,), jnp.nan, jnp.float32)
+
+        carry = (state, alive, failed, jnp.full(alive.shape, -1, jnp.int32),
+                 jnp.zeros(alive.shape + (n_terms,), jnp.float32))
+        if epochs_per_call == 1:  # the caller calls only for epochs before stop
+            carry, terms = do_epoch(carry, start)
+            terms = terms[None]
+        else:
+            carry, terms = jax.lax.scan(
+                lambda c, j: jax.lax.cond(start + j < stop, do_epoch, skip, c, start + j),
+                carry, jnp.arange(epochs_per_call, dtype=jnp.int32),
+            )
+        state, alive, failed, first_bad, bad_terms = carry
+        return state, alive, failed, RunReport(terms=terms, first_bad_step=first_bad, bad_terms=bad_terms)
+
+    return run

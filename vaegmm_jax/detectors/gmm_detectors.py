@@ -17,7 +17,8 @@ from vaegmm_jax import parallel, training
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
-from vaegmm_jax.detectors.base import _STREAM_SCORE, _STREAM_STATS, BaseDetector
+from vaegmm_jax import members
+from vaegmm_jax.detectors.base import _STREAM_SCORE, _STREAM_STATS, BaseDetector, FitOptions, robust_calibration
 from vaegmm_jax.models.gmm_autoencoder import (
     LOSS_TERMS,
     GMMAutoencoder,
@@ -36,17 +37,6 @@ from vaegmm_jax.validation import check_positive_int
 SCORE_TYPES = ("energy", "energy_recon")
 
 
-def robust_calibration(components: np.ndarray) -> dict[str, np.ndarray]:
-    """{'center': median (C,), 'scale': interquartile range (C,)} of (N, C) training-row
-    score components; a zero or non-finite spread falls back to the standard deviation, then 1."""
-    comps = np.asarray(components, np.float64)
-    q25, med, q75 = np.percentile(comps, [25.0, 50.0, 75.0], axis=0)
-    scale = q75 - q25
-    std = comps.std(axis=0)
-    scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, np.where(np.isfinite(std) & (std > 1e-12), std, 1.0))
-    return {"center": med.astype(np.float32), "scale": scale.astype(np.float32)}
-
-
 def combine_components(components: jax.Array, calibration: dict) -> jax.Array:
     """(C, 2) components -> (C,) sum of their standardised values (pure)."""
     return jnp.sum((components - calibration["center"]) / calibration["scale"], axis=-1)
@@ -56,6 +46,7 @@ class _GMMDetector(BaseDetector):
     """Shared by OutlierVAEGMM and OutlierAEGMM."""
 
     loss_terms = LOSS_TERMS
+    member_arrays = ("gmm", "score_calibration")
     variational = True
     #: how scoring decodes the L samples: "auto" (a fused Pallas kernel on NVIDIA GPUs for
     #: dense decoders, XLA elsewhere) or "xla" (never the kernel). See GMMAutoencoder.sampled_z.
@@ -83,8 +74,9 @@ class _GMMDetector(BaseDetector):
         kernel_init: str = dense.DEFAULT_KERNEL_INIT,
         scaler: str | None = "auto",
         score_type: str = "energy_recon",
+        n_members: int | None = None,
     ):
-        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler)
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler, n_members=n_members)
         if score_type not in SCORE_TYPES:
             raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
         self.score_type = score_type
@@ -187,36 +179,50 @@ class _GMMDetector(BaseDetector):
         return metric_fn
 
     # -- mixture from the whole training set, in chunks ----------------------------------
-    def _after_fit_compiler(self, X: jax.Array, batch_size: int, params_like) -> Callable:
-        fn = _device_mixture_program(self.model, X.shape[0], max(batch_size, 65536), self.devices)
-        key = self._key(_STREAM_STATS)
+    def _mixture_program(self, n_rows: int, batch_size: int, member_data: bool) -> Callable:
+        return _device_mixture_program(self.model, n_rows, max(batch_size, 65536), self.devices,
+                                       n_members=self.n_members, member_data=member_data)
+
+    def _after_fit_compiler(self, X: jax.Array, batch_size: int, params_like, member_data: bool = False) -> Callable:
+        fn = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data)
+        key = self._member_keys(_STREAM_STATS)
         return lambda: fn.lower(params_like, X, key).compile()
 
-    def _after_fit(self, X: np.ndarray, batch_size: int, compiled: Callable | None = None) -> None:
-        if compiled is not None:  # the device-array program, compiled while the epochs ran
-            self.gmm_params, finite = compiled(self.params, X, self._key(_STREAM_STATS))
-        else:
-            self.gmm_params, finite = _fit_mixture(
-                self.model, self.params, X, self._key(_STREAM_STATS), chunk_size=max(batch_size, 65536),
-                devices=self.devices,
-            )
-        if not bool(finite):
+    def _after_fit(self, X: jax.Array, batch_size: int, compiled: Callable | None = None, member_data: bool = False,
+                   strict: bool = True) -> np.ndarray:
+        program = compiled  # the device-array program, compiled while the epochs ran
+        if program is None:
+            program = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data)
+        self.gmm_params, finite = program(self.params, X, self._member_keys(_STREAM_STATS))
+        finite = members.per_member(np.asarray(finite), self.n_members)
+        if strict and not finite.all():
+            who = "" if self.n_members == 1 else f" of member(s) {np.flatnonzero(~finite).tolist()}"
             raise FloatingPointError(
-                "the mixture fitted on the training data is not finite or a covariance is not positive definite "
+                f"the mixture{who} fitted on the training data is not finite or a covariance is not positive definite "
                 f"even with jitter eps={self.eps}; increase eps or check the training data"
             )
         self.score_calibration = None
         if self.score_type == "energy_recon":
-            self.score_calibration = self._calibrate(X, batch_size)
+            self.score_calibration = self._calibrate(X, batch_size, member_data)
+        return finite
 
-    def _calibrate(self, X, batch_size: int) -> dict[str, np.ndarray]:
+    def _calibrate(self, X, batch_size: int, member_data: bool = False) -> dict[str, np.ndarray]:
         """Median and interquartile range of [energy, log RMSE] over the (already scaled)
-        training rows, with the scoring noise: what makes the two components addable."""
-        fn = jax.jit(self._components_chunk_fn(self._n_score_samples()))
-        key = self._key(_STREAM_SCORE)
+        training rows, with the scoring noise: what makes the two components addable.
+        {'center': ([M,] 2), 'scale': ([M,] 2)}."""
+        n = self.n_members
+        components = members.over_members(self._components_chunk_fn(self._n_score_samples()),
+                                          (0, 0, 1 if member_data else None, None, 0), n)
+        fn = jax.jit(components if n == 1 else lambda *a: jnp.moveaxis(components(*a), 0, 1))
+        keys = self._member_keys(_STREAM_SCORE)
         gmm, params = self.gmm_params, self.params
-        comps = self._map_rows(lambda x, offset: fn(params, gmm, x, offset, key), X, max(batch_size, 4096))
-        return robust_calibration(comps)
+        if member_data:
+            X = jnp.moveaxis(X, 0, 1)
+        comps = self._map_rows(lambda x, offset: fn(params, gmm, x, offset, keys), X, max(batch_size, 4096))
+        if n == 1:
+            return robust_calibration(comps)
+        per_member = [robust_calibration(comps[:, m]) for m in range(n)]
+        return {k: np.stack([c[k] for c in per_member]) for k in ("center", "scale")}
 
     # -- scoring -------------------------------------------------------------------------
     def _n_score_samples(self) -> int:
@@ -293,7 +299,7 @@ class _GMMDetector(BaseDetector):
             raise ValueError(f"the detector used a custom recon_features function ({recon}); it cannot be rebuilt")
         kwargs = dict(
             n_gmm=config["n_gmm"], latent_dim=config["latent_dim"], recon_features=recon,
-            data_type=config["data_type"], seed=config["seed"], eps=config["eps"],
+            data_type=config["data_type"], eps=config["eps"],
             hidden=config["arch"]["hidden"], gmm_hidden=config["arch"]["gmm_hidden"],
             gmm_dropout=config["arch"]["gmm_dropout"], activation=config["arch"]["activation"],
             # checkpoints written before kernel_init existed used Flax's default
@@ -301,6 +307,8 @@ class _GMMDetector(BaseDetector):
             # checkpoints written before the in-detector scaler existed were trained without one
             scaler=config.get("scaler"),
             score_type=config.get("score_type", "energy"),
+            # checkpoints written before ensembles existed hold one model
+            seed=config.get("member_seeds", config["seed"]),
         )
         if cls.variational:
             kwargs.update(samples=config["samples"], beta=config["beta"])
@@ -320,6 +328,7 @@ class _GMMDetector(BaseDetector):
             "custom_nets": self.custom_nets,
             "scaler": self.scaler_kind,
             "score_type": self.score_type,
+            **self._member_config(),
         }
 
     def extra_arrays(self) -> dict[str, Any]:
@@ -372,17 +381,25 @@ def _mixture_chunk(n_rows: int, chunk_size: int, mesh) -> int:
     return parallel.round_up(min(chunk_size, -(-n_rows // 8) * 8), parallel.mesh_size(mesh))
 
 
-def _device_mixture_program(model: GMMAutoencoder, n_rows: int, chunk_size: int, devices) -> Callable:
-    """jit(fn(params, x (N, *S), key) -> (GMMParams, finite)): the whole mixture fit of a device array.
+def _device_mixture_program(model: GMMAutoencoder, n_rows: int, chunk_size: int, devices, n_members: int = 1,
+                            member_data: bool = False) -> Callable:
+    """jit(fn(params, x, keys) -> (GMMParams, finite)): the whole mixture fit of a device array
+    x (N, *S) (or (M, N, *S) with ``member_data``) for each of M members (leading member axis
+    when M > 1).
 
     It runs once per fit, so it is compiled for a short compile (no Triton GEMM autotuning)
-    rather than for the last microsecond.
+    rather than for the last microsecond. One member: each chunk's rows are split over the
+    devices; several: the members are vmapped on one device.
     """
-    mesh = parallel.local_mesh(devices)
+    mesh = parallel.local_mesh(devices) if n_members == 1 else None
     sharding = parallel.row_sharding(mesh)
     chunk = _mixture_chunk(n_rows, chunk_size, mesh)
+
+    def one_member(p, x, k):
+        return mixture_from_device_array(model, p, x, k, chunk, sharding)
+
     return jax.jit(
-        lambda p, x, k: mixture_from_device_array(model, p, x, k, chunk, sharding),
+        members.over_members(one_member, (0, 0 if member_data else None, 0), n_members),
         compiler_options=training.RUN_ONCE_COMPILER_OPTIONS,
     )
 
@@ -507,7 +524,8 @@ class OutlierVAEGMM(_GMMDetector):
         Euclidean distance, cosine]), 'alibi' (alibi-detect 0.13's quirky
         eucl_cosim_features) or a callable.
       data_type: 'tabular', 'image' or None (inferred at fit).
-      seed: seeds initialisation, shuffling, sampling and scoring noise.
+      seed: seeds initialisation, shuffling, sampling and scoring noise; with several members,
+        member i has seed ``seed + i`` (or pass one seed per member as a sequence).
       eps: covariance jitter (alibi issue #554 asks for it to be configurable).
       hidden, gmm_hidden, gmm_dropout, activation: shape of the default nets.
       kernel_init: weight initialiser of the default nets and the latent heads:
@@ -521,6 +539,10 @@ class OutlierVAEGMM(_GMMDetector):
       score_type: 'energy_recon' (default: the mean sample energy plus the mean log RMSE,
         each standardised by its median and interquartile range on the training rows) or
         'energy' (the paper's and alibi-detect's sample energy).
+      n_members: M independently seeded members trained as one vmapped program (default 1, or
+        ``len(seed)``). The score of an ensemble is the mean over members of each member's score
+        standardised by its median and interquartile range on the training rows; each member
+        is readable (:meth:`member`, :meth:`score_members`).
 
     The defaults were chosen on a development suite of 19 ODDS/ADBench sets
     (``benchmarks/suite.py``, README "Defaults, and why"); ``presets.ALIBI`` and
@@ -544,6 +566,7 @@ class OutlierVAEGMM(_GMMDetector):
         checkpoint_dir=None,
         checkpoint_every: int | None = None,
         resume: bool = False,
+        options: FitOptions | None = None,
     ) -> dict[str, list[float]]:
         """Trains on X (N, *S) (inliers) and fixes the mixture from the whole of X.
 
@@ -563,6 +586,8 @@ class OutlierVAEGMM(_GMMDetector):
           checkpoint_dir: save the detector there at the end (and every
             ``checkpoint_every`` epochs).
           resume: continue from ``checkpoint_dir`` up to ``epochs`` in total.
+          options: how the fit engine runs (:class:`vaegmm_jax.detectors.base.FitOptions`: one
+            training set per member, recording instead of raising on a non-finite member...).
 
         Returns:
           The history: {term: [value per epoch]} for recon, energy, cov_diag, kl, total.
@@ -578,6 +603,7 @@ class OutlierVAEGMM(_GMMDetector):
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            options=options,
             fit_kwargs=dict(w_recon=w_recon, w_energy=w_energy, w_cov_diag=w_cov_diag, cov_elbo=_jsonable_cov(cov_elbo)),
         )
 
@@ -617,12 +643,12 @@ class OutlierAEGMM(_GMMDetector):
                  n_gmm: int = 2, latent_dim: int = 2, recon_features="rmse", data_type=None, seed: int = 0,
                  eps: float = gmm_lib.DEFAULT_EPS, hidden=None, gmm_hidden: int = 10, gmm_dropout: float = 0.5,
                  activation: str = "tanh", kernel_init: str = dense.DEFAULT_KERNEL_INIT,
-                 scaler: str | None = "auto", score_type: str = "energy_recon"):
+                 scaler: str | None = "auto", score_type: str = "energy_recon", n_members: int | None = None):
         super().__init__(threshold=threshold, vaegmm=aegmm, encoder_net=encoder_net, decoder_net=decoder_net,
                          gmm_density_net=gmm_density_net, n_gmm=n_gmm, latent_dim=latent_dim, samples=1, beta=0.0,
                          recon_features=recon_features, data_type=data_type, seed=seed, eps=eps, hidden=hidden,
                          gmm_hidden=gmm_hidden, gmm_dropout=gmm_dropout, activation=activation,
-                         kernel_init=kernel_init, scaler=scaler, score_type=score_type)
+                         kernel_init=kernel_init, scaler=scaler, score_type=score_type, n_members=n_members)
 
     def fit(
         self,
@@ -637,6 +663,7 @@ class OutlierAEGMM(_GMMDetector):
         checkpoint_dir=None,
         checkpoint_every: int | None = None,
         resume: bool = False,
+        options: FitOptions | None = None,
     ) -> dict[str, list[float]]:
         """Trains DAGMM on X (N, *S). Arguments as OutlierVAEGMM.fit (w_energy = lambda1, w_cov_diag = lambda2)."""
         return self._fit(
@@ -649,6 +676,7 @@ class OutlierAEGMM(_GMMDetector):
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            options=options,
             fit_kwargs=dict(w_recon=1.0, w_energy=w_energy, w_cov_diag=w_cov_diag),
         )
 

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from vaegmm_jax.core import vae as vae_lib
-from vaegmm_jax.detectors.base import DEFAULT_SCORE_BATCH, BaseDetector
+from vaegmm_jax.detectors.base import DEFAULT_SCORE_BATCH, BaseDetector, FitOptions
 from vaegmm_jax.detectors.gmm_detectors import _jsonable_cov
 from vaegmm_jax.models.vae_model import (
     LIKELIHOODS,
@@ -69,7 +69,8 @@ class OutlierVAE(BaseDetector):
       likelihood: 'gaussian' or 'bernoulli'.
       logvar_clip: (low, high) bounds of the decoder's log-variance.
       data_type: 'tabular', 'image' or None (inferred at fit).
-      seed: seeds initialisation, shuffling, sampling and the scoring noise.
+      seed: seeds initialisation, shuffling, sampling and the scoring noise (member i of an
+        ensemble: ``seed + i``, or one seed per member as a sequence).
       hidden: widths of the default MLP encoder (decoder mirrored).
       activation: activation of the default MLPs.
       kernel_init: weight initialiser of the default MLPs and the heads the model adds
@@ -77,6 +78,9 @@ class OutlierVAE(BaseDetector):
       scaler: input scaling fitted on the training rows and applied in every score: 'auto'
         (default: 'standard' for tabular rows, none for images and for the Bernoulli
         likelihood, which needs x in [0, 1]), 'standard', 'minmax', 'robust' or None.
+      n_members: M independently seeded members, trained as one program (default 1); the
+        score is the mean of the members' scores standardised on the training rows (median,
+        interquartile range); feature scores are the members' mean.
     """
 
     loss_terms = VAE_LOSS_TERMS
@@ -99,8 +103,9 @@ class OutlierVAE(BaseDetector):
         activation: str = "tanh",
         kernel_init: str = dense.DEFAULT_KERNEL_INIT,
         scaler: str | None = "auto",
+        n_members: int | None = None,
     ):
-        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler)
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler, n_members=n_members)
         if score_type not in SCORE_TYPES:
             raise ValueError(f"unknown score_type {score_type!r}; choose one of {SCORE_TYPES}")
         if likelihood not in LIKELIHOODS:
@@ -211,6 +216,7 @@ class OutlierVAE(BaseDetector):
         checkpoint_dir=None,
         checkpoint_every: int | None = None,
         resume: bool = False,
+        options: FitOptions | None = None,
     ) -> dict[str, list[float]]:
         """Trains on X (N, *S) (inliers).
 
@@ -224,7 +230,7 @@ class OutlierVAE(BaseDetector):
           verbose: a per-epoch progress bar (shown only on a terminal).
           log_metric: optional (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch,
             x' decoded from the posterior mean.
-          checkpoint_dir, checkpoint_every, resume: as OutlierVAEGMM.fit.
+          checkpoint_dir, checkpoint_every, resume, options: as OutlierVAEGMM.fit.
 
         Returns:
           The history: {'recon', 'kl', 'total'(, metric)}: [value per epoch].
@@ -259,6 +265,7 @@ class OutlierVAE(BaseDetector):
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             resume=resume,
+            options=options,
             fit_kwargs=fit_kwargs,
         )
 
@@ -465,7 +472,8 @@ class OutlierVAE(BaseDetector):
         return cls(
             score_type=config["score_type"], latent_dim=config["latent_dim"], samples=config["samples"],
             beta=config["beta"], likelihood=config["likelihood"], logvar_clip=tuple(config["logvar_clip"]),
-            data_type=config["data_type"], seed=config["seed"], hidden=config["arch"]["hidden"],
+            data_type=config["data_type"], seed=config.get("member_seeds", config["seed"]),
+            hidden=config["arch"]["hidden"],
             activation=config["arch"]["activation"],
             # checkpoints written before kernel_init existed used Flax's default
             kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
@@ -486,6 +494,7 @@ class OutlierVAE(BaseDetector):
             "arch": self.arch,
             "custom_nets": self.custom_nets,
             "scaler": self.scaler_kind,
+            **self._member_config(),
         }
 
     def extra_arrays(self) -> dict[str, Any]:

@@ -1,0 +1,178 @@
+"""The member axis: M independently seeded models computed as one program.
+
+Every detector is an ensemble of M >= 1 members. Member ``i`` is exactly the model a
+single detector with seed ``member_seeds[i]`` would train: its keys are
+``fold_in(PRNGKey(member_seeds[i]), stream)`` for the streams of
+:mod:`vaegmm_jax.detectors.base` (0 init, 1 training, 2 mixture noise, 3 scoring noise).
+
+A member axis exists only when M > 1: then every leaf of the stacked state (parameters,
+optimizer state, mixture, calibration) has a leading axis of M and the programs are
+``jax.vmap``-ed over it (:func:`over_members`). With M = 1 nothing is stacked and the
+programs are the single model's own, so a one-member detector computes bit for bit
+what it always did.
+
+Devices: the rows of each minibatch are split over the devices (data parallelism) when
+M = 1; with M > 1 the member axis is split instead (:class:`MemberLayout`): each device
+trains its own members with no communication, so member ``i`` equals member ``i`` of a
+one-device run to float rounding. With D devices each holds ``ceil(M / D)`` members; the
+fewest devices that achieve this are used and, when they do not divide M, the member axis
+is padded with copies of the last member (computed, then dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MEMBER_AXIS = "members"
+
+
+def member_seeds(seed: int | Sequence[int], n_members: int | None = None) -> tuple[int, ...]:
+    """The members' seeds: ``seed, seed + 1, ..., seed + M - 1`` for an int seed, or the given seeds.
+
+    Args:
+      seed: one int (the first member's seed) or a sequence of M ints.
+      n_members: M (default 1 for an int seed, ``len(seed)`` for a sequence).
+    """
+    if isinstance(seed, (int, np.integer)):
+        n = 1 if n_members is None else int(n_members)
+        if n < 1:
+            raise ValueError(f"n_members must be a positive integer, got {n_members!r}")
+        return tuple(int(seed) + i for i in range(n))
+    seeds = tuple(int(s) for s in seed)
+    if not seeds:
+        raise ValueError("seed is an empty sequence: give one int or at least one seed per member")
+    if n_members is not None and int(n_members) != len(seeds):
+        raise ValueError(f"n_members={n_members} but {len(seeds)} seeds were given")
+    return seeds
+
+
+def stream_key(seed: int, stream: int) -> jax.Array:
+    """The key of one model with ``seed`` for ``stream`` (0 init, 1 train, 2 stats, 3 score)."""
+    return jax.random.fold_in(jax.random.PRNGKey(int(seed)), stream)
+
+
+def stream_keys(seeds: Sequence[int], stream: int) -> jax.Array:
+    """(M, 2) keys for M > 1 members, or the one member's (2,) key."""
+    if len(seeds) == 1:
+        return stream_key(seeds[0], stream)
+    return jnp.stack([stream_key(s, stream) for s in seeds])
+
+
+def over_members(fn: Callable, in_axes: Sequence[Any], n_members: int, group_size: int | None = None) -> Callable:
+    """``fn`` over M members: the function itself for M = 1, else ``jax.vmap(fn, in_axes)``.
+
+    ``group_size=k`` runs the members in groups of k one after the other (``lax.map``) inside
+    the same program: vmapping a convolution over its kernels makes XLA's CPU backend run a
+    grouped convolution several times slower per member than separate ones.
+
+    Args:
+      fn: the per-member function.
+      in_axes: 0 for arguments with a member axis, None for shared ones (pytrees allowed).
+      n_members: M.
+      group_size: members per group, or None to vmap all at once.
+    """
+    in_axes = tuple(in_axes)
+    if n_members == 1:
+        return fn
+    if group_size is None or group_size >= n_members:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    if any(ax not in (0, None) for ax in in_axes):
+        raise ValueError(f"group_size needs in_axes of 0 or None per argument, got {in_axes}")
+
+    def mapped(*args):
+        member_args = tuple(a if ax is not None else None for a, ax in zip(args, in_axes))
+
+        def one(per_member):
+            return fn(*(a if ax is None else p for a, p, ax in zip(args, per_member, in_axes)))
+
+        return jax.lax.map(one, member_args, batch_size=group_size)
+
+    return mapped
+
+
+def split_devices(n_members: int, n_devices: int) -> tuple[int, int]:
+    """(devices used, padding members) for M members over at most D devices.
+
+    Each device gets ceil(M / D) members; of the device counts that achieve this the
+    smallest is taken, which also minimises the padding:
+    M=4, D=4 -> (4, 0); M=3, D=4 -> (3, 0); M=5, D=4 -> (3, 1); M=7, D=4 -> (4, 1).
+    """
+    per_device = -(-n_members // max(n_devices, 1))
+    used = -(-n_members // per_device)
+    return used, used * per_device - n_members
+
+
+@dataclass(frozen=True)
+class MemberLayout:
+    """Where (M_pad, ...) stacked member arrays live: ``mesh`` over the devices used,
+    ``n_pad`` copies of the last member appended to the M real ones."""
+
+    mesh: Mesh
+    n_members: int
+    n_pad: int
+
+    @classmethod
+    def make(cls, n_members: int, devices: Sequence[jax.Device]) -> "MemberLayout":
+        used, n_pad = split_devices(n_members, len(devices))
+        return cls(Mesh(np.asarray(list(devices)[:used]), (MEMBER_AXIS,)), n_members, n_pad)
+
+    @property
+    def n_devices(self) -> int:
+        return int(self.mesh.devices.size)
+
+    @property
+    def members(self) -> NamedSharding:
+        """Leading (member) axis split over the mesh."""
+        return NamedSharding(self.mesh, PartitionSpec(MEMBER_AXIS))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def put(self, tree):
+        """Every (M, ...) leaf padded to (M_pad, ...) with the last member and split by members."""
+        if self.n_pad:
+            idx = np.minimum(np.arange(self.n_members + self.n_pad), self.n_members - 1)
+            take = lambda a: jnp.take(a, idx, axis=0) if isinstance(a, jax.Array) else np.asarray(a)[idx]  # noqa: E731
+            tree = jax.tree.map(take, tree)
+        return jax.device_put(tree, self.members)
+
+    def unpad(self, tree):
+        """(M_pad, ...) -> (M, ...) as ordinary (uncommitted) arrays of the default device."""
+        n = self.n_members
+        return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[:n]), tree)
+
+
+def stack(trees: Sequence[Any]) -> Any:
+    """M pytrees of the same structure -> one pytree of (M, ...) NumPy leaves (the tree itself for M = 1)."""
+    if len(trees) == 1:
+        return trees[0]
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(a) for a in leaves]), *trees)
+
+
+def take_member(tree: Any, i: int, n_members: int) -> Any:
+    """Member ``i`` of a stacked pytree (the tree itself when M = 1)."""
+    if n_members == 1:
+        if i != 0:
+            raise IndexError(f"member {i} of a one-member detector")
+        return tree
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[i]), tree)
+
+
+def per_member(values, n_members: int) -> np.ndarray:
+    """A per-member host value as an (M, ...) array (adds the axis M = 1 programs do not have)."""
+    values = np.asarray(values)
+    return values[None] if n_members == 1 else values
+
+
+__all__ = [
+    "MEMBER_AXIS", "MemberLayout", "member_seeds", "over_members", "per_member", "split_devices", "stack",
+    "stream_key", "stream_keys", "take_member",
+]
