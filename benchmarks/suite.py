@@ -21,7 +21,9 @@ the report without computing anything.
 
 A method is a name from :data:`METHODS`, or ``NAME=JSON`` for a configuration under study, e.g.
 ``--methods 'v_lr3={"cls":"vaegmm","init":{},"fit":{"optimizer_lr":1e-3}}'``. Defaults are chosen on
-the suite as a whole (mean AUROC, mean rank, worst set), never per set.
+the suite as a whole (mean AUROC, mean rank, worst set), never per set. ``"init":{"n_members":M}``
+is an ensemble whose members never overlap another seed's (seed s: members s*M ... s*M + M - 1);
+``"fixed_split":true`` trains every seed on split 0, so the spread over seeds is the model's alone.
 
     VAEGMM_DATA=../shared/data python benchmarks/suite.py --jobs 2
 """
@@ -137,7 +139,8 @@ def method_config(name: str) -> dict:
         cfg = json.loads(spec)
         if cfg.get("cls") not in ("vaegmm", "dagmm", "vae"):
             raise SystemExit(f"method {label!r}: 'cls' must be vaegmm, dagmm or vae, got {cfg.get('cls')!r}")
-        return {k: v for k, v in cfg.items() if k in ("cls", "init", "fit", "prescale", "steps", "max_epochs")}
+        return {k: v for k, v in cfg.items()
+                if k in ("cls", "init", "fit", "prescale", "steps", "max_epochs", "fixed_split")}
     raise SystemExit(f"unknown method {name!r}; choose from {METHODS} or give NAME=JSON")
 
 
@@ -166,7 +169,10 @@ def _detector_scores(cfg: dict, x_train, x_test, seed: int) -> np.ndarray:
         batch = min(fit.get("batch_size", 64), len(x_train))
         per_epoch = -(-len(x_train) // batch)
         fit["epochs"] = int(max(1, min(cfg.get("max_epochs", 10**6), round(cfg["steps"] / per_epoch))))
-    det = cls(seed=seed, **cfg.get("init", {}))
+    init = dict(cfg.get("init", {}))
+    n_members = int(init.pop("n_members", 1))
+    # an ensemble's members never overlap another seed's: seed s has members s*M, ..., s*M + M - 1
+    det = cls(seed=[seed * n_members + i for i in range(n_members)], **init)
     det.fit(x_train, verbose=False, **fit)
     return np.asarray(det.score(x_test), np.float64)
 
@@ -199,8 +205,8 @@ def run_one(task: dict) -> dict:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     X, y = load_set(task["set"])
-    x_train, x_test, y_test = split(X, y, task["protocol"], task["seed"])
     cfg = task["config"]
+    x_train, x_test, y_test = split(X, y, task["protocol"], split_seed(task))
     started = time.perf_counter()
     record = dict(task, n_train=int(len(x_train)), n_test=int(len(x_test)), n_features=int(X.shape[1]))
     try:
@@ -252,6 +258,12 @@ def write_atomic(path: Path, record: dict) -> None:
     os.replace(tmp, path)
 
 
+def split_seed(task: dict) -> int:
+    """The data split of a run: its seed, or split 0 for every seed of a ``fixed_split`` method
+    (then the spread over seeds is the model's alone)."""
+    return 0 if task["config"].get("fixed_split") else task["seed"]
+
+
 def _rows_fingerprint(name: str, protocol: str, seed: int, cache: dict) -> str:
     if (name, protocol, seed) not in cache:
         X, y = load_set(name)
@@ -273,7 +285,7 @@ def run_tasks(tasks: list[dict], store: Path, jobs: int, log=print) -> list[dict
     records, todo = [], []
     fp_cache: dict = {}
     for t in tasks:
-        key = run_key(t, _rows_fingerprint(t["set"], t["protocol"], t["seed"], fp_cache))
+        key = run_key(t, _rows_fingerprint(t["set"], t["protocol"], split_seed(t), fp_cache))
         path = store_path(store, t, key)
         if path.exists():
             records.append(json.loads(path.read_text()))
@@ -413,7 +425,7 @@ def main(argv=None) -> int:
         fp: dict = {}
         records = []
         for t in tasks:
-            path = store_path(args.store, t, run_key(t, _rows_fingerprint(t["set"], t["protocol"], t["seed"], fp)))
+            path = store_path(args.store, t, run_key(t, _rows_fingerprint(t["set"], t["protocol"], split_seed(t), fp)))
             if path.exists():
                 records.append(json.loads(path.read_text()))
     else:

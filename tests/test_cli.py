@@ -364,3 +364,32 @@ def test_chunked_reading_equals_whole_file(tmp_path):
         back = tio.Scaler.from_dict(json.loads(json.dumps(sc.to_dict())))
         np.testing.assert_array_equal(back.transform(X), sc.transform(X))
     assert np.allclose(tio.Scaler.fit(X, "minmax").transform(X).min(0), 0)
+
+
+def test_fit_and_score_an_ensemble(work, tmp_path):
+    """--members M: one model folder holding every member; its scores are the ensemble's."""
+    root = work["root"]
+    model = tmp_path / "ens"
+    proc = run_cli("fit", root / "train.csv", "--detector", "aegmm", "--members", 3, "--out", model,
+                   "--exclude-columns", "note", "--id-column", "row_id", "--label-column", "label",
+                   "--epochs", 2, "--batch-size", 64, "--seed", 4, "--no-plots", "--quiet")
+    assert_ok(proc)
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["detector"]["ensemble"]["n_members"] == 3 and card["detector"]["ensemble"]["member_seeds"] == [4, 5, 6]
+    out = tmp_path / "s.csv"
+    proc, bad = run_cli_many(["score", root / "test.csv", "--model", model, "--out", out],
+                             ["fit", root / "train.csv", "--detector", "aegmm", "--members", 0, "--out", tmp_path / "x"])
+    assert_ok(proc)
+    assert_bad_input(bad, "--members")
+    res = pd.read_csv(out, dtype={"row_id": str})
+    from vaegmm_jax import load_detector
+
+    det = load_detector(model)
+    assert det.n_members == 3
+    from vaegmm_jax.tabular_io import Scaler
+
+    scaler = Scaler.from_dict(json.loads((model / "preprocessing.json").read_text())["scaler"])
+    expected = det.score(scaler.transform(work["X_test"]))
+    np.testing.assert_allclose(res["score"].to_numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(det.score_members(scaler.transform(work["X_test"])).shape, (3, len(expected)))
+    assert res["row_id"].tolist() == work["test_ids"] and np.isfinite(res["score"]).all()

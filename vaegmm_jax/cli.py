@@ -183,6 +183,7 @@ def build_detector(
     epochs: int | None,
     batch_size: int | None,
     learning_rate: float | None,
+    members: int | None = None,
 ):
     """The detector and the keyword arguments for its fit (preset < config < flags).
 
@@ -191,6 +192,8 @@ def build_detector(
     det_kw = dict(detector_kwargs or {})
     if seed is not None:
         det_kw["seed"] = int(seed)
+    if members is not None:
+        det_kw["n_members"] = int(members)
     fit_kw: dict[str, Any] = {}
     if preset is not None:
         presets = _presets_module()
@@ -446,7 +449,7 @@ def cmd_fit(args) -> int:
 
     det, fit_kw, settings = build_detector(
         kind, preset, cfg.get("detector"), cfg.get("fit"), seed=args.seed, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, members=args.members,
     )
     n_feat = "x".join(str(s) for s in X_train.shape[1:])
     _say(f"{PROG} fit: {type(det).__name__} on {X_train.shape[0]} rows x {n_feat} "
@@ -963,6 +966,16 @@ def _perc(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vaegmm_jax import __version__
 
@@ -1013,7 +1026,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="threshold = P-th percentile of the training scores (default 95)")
     thr.add_argument("--contamination", type=_perc, default=None, metavar="C",
                      help="expected outlier fraction in training data: threshold = (1 - C) quantile")
-    f.add_argument("--seed", type=int, default=None)
+    f.add_argument("--seed", type=int, default=None, help="model seed (member i of an ensemble: seed + i)")
+    f.add_argument("--members", type=_positive_int, default=None, metavar="M",
+                   help="train an ensemble of M independently seeded models as one program (default 1); "
+                        "its score is the mean of the members' scores standardised on the training rows")
     f.add_argument("--no-plots", action="store_true", help="skip the training plots")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=cmd_fit)

@@ -119,6 +119,20 @@ def _input_scaling(detector) -> dict[str, Any] | None:
             "shift": np.asarray(scaler.shift).tolist(), "scale": np.asarray(scaler.scale).tolist()}
 
 
+def _ensemble(detector) -> dict[str, Any]:
+    """How many independently seeded members score, and how their scores are combined."""
+    n = int(getattr(detector, "n_members", 1))
+    out: dict[str, Any] = {"n_members": n, "member_seeds": [int(s) for s in getattr(detector, "member_seeds", ())]}
+    calibration = getattr(detector, "member_calibration", None)
+    if n > 1 and calibration is not None:
+        out["combination"] = "mean of the members' scores, each standardised by its median and IQR on the training rows"
+        out["member_calibration"] = {k: np.asarray(v).tolist() for k, v in calibration.items()}
+    failed = getattr(detector, "member_failed_epoch", None)
+    if failed is not None and (np.asarray(failed) >= 0).any():
+        out["member_failed_epoch"] = np.asarray(failed).tolist()
+    return out
+
+
 def build_model_card(
     detector,
     *,
@@ -160,6 +174,7 @@ def build_model_card(
             "data_type": getattr(detector, "data_type", None),
             # the per-feature scaling fitted on the training rows, applied inside every score
             "input_scaling": _input_scaling(detector),
+            "ensemble": _ensemble(detector),
         },
         "training": {
             "fit_config": dict(getattr(detector, "fit_config", {}) or {}),

@@ -897,9 +897,10 @@ def robust_calibration(components: np.ndarray) -> dict[str, np.ndarray]:
     scores or score components; a zero or non-finite spread falls back to the standard
     deviation, then 1."""
     comps = np.asarray(components, np.float64)
-    q25, med, q75 = np.percentile(comps, [25.0, 50.0, 75.0], axis=0)
-    scale = q75 - q25
-    std = comps.std(axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):  # a member that failed may score inf/NaN
+        q25, med, q75 = np.percentile(comps, [25.0, 50.0, 75.0], axis=0)
+        scale = q75 - q25
+        std = comps.std(axis=0)
     scale = np.where(np.isfinite(scale) & (scale > 1e-12), scale, np.where(np.isfinite(std) & (std > 1e-12), std, 1.0))
     return {"center": med.astype(np.float32), "scale": scale.astype(np.float32)}
 
