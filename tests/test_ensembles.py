@@ -109,6 +109,8 @@ def test_ensemble_saves_and_loads_bit_identically(fitted, tmp_path):
     for a, b in zip(_leaves(ens.params), _leaves(loaded.params), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(loaded.member(1).score(X_TEST), ens.member(1).score(X_TEST))
+    assert loaded.member_history == ens.member_history and loaded.member(2).history == ens.member(2).history
+    np.testing.assert_array_equal(loaded.member_failed_epoch, ens.member_failed_epoch)
 
 
 def test_one_member_is_the_plain_single_model_bit_for_bit():

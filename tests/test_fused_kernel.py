@@ -191,3 +191,19 @@ def test_triton_kernel_on_gpu_runs_wide_rows():
         want = fd.xla_decoder_sums(module, params, x, z_lat)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-3 * float(jnp.max(jnp.abs(w))))
+
+
+@highest
+def test_kernel_vmapped_over_members_equals_xla(fitted_vaegmm):
+    """An ensemble scores its members through the kernel vmapped over the member axis."""
+    det, x = fitted_vaegmm
+    ens = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(12, 6), samples=4, seed=0, n_members=2)
+    ens.fit(x, epochs=1, batch_size=128, verbose=False)
+    model = ens.model
+    xb = jnp.asarray(x[:40])
+    noise = jax.random.normal(jax.random.PRNGKey(2), (4, 40, 2))
+
+    def member_energies(kernel):
+        return jax.vmap(lambda p, g: model.energies_and_errors(p, g, xb, noise, kernel))(ens.params, ens.gmm_params)
+
+    np.testing.assert_allclose(member_energies("interpret"), member_energies("xla"), rtol=1e-5, atol=1e-5)

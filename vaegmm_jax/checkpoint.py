@@ -174,6 +174,12 @@ def save_detector(detector, path: str | os.PathLike) -> Path:
             "meta": detector.meta,
             "versions": _versions(),
         }
+        if detector.n_members > 1:  # an ensemble: every member's training record
+            meta["members"] = {
+                "history": detector.member_history,
+                "failed_epoch": np.asarray(detector.member_failed_epoch).tolist(),
+                "after_fit_ok": np.asarray(detector.member_after_fit_ok).tolist(),
+            }
         (tmp / _META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
         _swap_into_place(tmp, path)
     except BaseException:
@@ -267,6 +273,11 @@ def _apply_meta(det, meta: dict) -> None:
     det.epochs_done = int(meta["epochs_done"])
     det.history = {k: list(v) for k, v in meta["history"].items()}
     det.fit_config = dict(meta["fit"])
+    record = meta.get("members")
+    if record is not None:
+        det.member_history = {k: [list(map(float, row)) for row in v] for k, v in record["history"].items()}
+        det.member_failed_epoch = np.asarray(record["failed_epoch"], np.int64)
+        det.member_after_fit_ok = np.asarray(record["after_fit_ok"], bool)
 
 
 def _restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:

@@ -83,16 +83,23 @@ def over_members(fn: Callable, in_axes: Sequence[Any], n_members: int, group_siz
     if group_size is None or group_size >= n_members:
         return jax.vmap(fn, in_axes=in_axes)
 
-    if any(ax not in (0, None) for ax in in_axes):
-        raise ValueError(f"group_size needs in_axes of 0 or None per argument, got {in_axes}")
-
     def mapped(*args):
-        member_args = tuple(a if ax is not None else None for a, ax in zip(args, in_axes))
+        # one axis (0 or None) per leaf of the arguments, from the in_axes prefixes
+        def spread(ax, sub):
+            if ax not in (0, None):
+                raise ValueError(f"group_size needs in_axes of 0 or None, got {ax!r}")
+            return jax.tree.map(lambda _: -1 if ax is None else 0, sub)
+
+        axes = jax.tree.leaves(tuple(jax.tree_util.tree_map(spread, ax, arg, is_leaf=lambda v: v is None)
+                                     for ax, arg in zip(in_axes, args)))
+        leaves, treedef = jax.tree.flatten(args)
+        member_leaves = [leaf for leaf, ax in zip(leaves, axes) if ax == 0]
 
         def one(per_member):
-            return fn(*(a if ax is None else p for a, p, ax in zip(args, per_member, in_axes)))
+            it = iter(per_member)
+            return fn(*jax.tree.unflatten(treedef, [next(it) if ax == 0 else leaf for leaf, ax in zip(leaves, axes)]))
 
-        return jax.lax.map(one, member_args, batch_size=group_size)
+        return jax.lax.map(one, member_leaves, batch_size=group_size)
 
     return mapped
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from vaegmm_jax.detectors.base import FIXED_SCORE_BATCH, BaseDetector, FitOptions
+from vaegmm_jax.detectors.base import BaseDetector, FitOptions
 from vaegmm_jax.validation import check_positive_int
 
 __all__ = ["MultiSeedFit", "fit_many", "score_many"]
@@ -213,7 +213,7 @@ def score_many(
     X,
     *,
     per_seed_data: bool = False,
-    chunk_size: int = FIXED_SCORE_BATCH,
+    chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
 ) -> np.ndarray:
     """Scores rows with every seed's model (:meth:`BaseDetector.score_members`), in one program.
@@ -224,7 +224,7 @@ def score_many(
       fit: from :func:`fit_many`.
       X: (N, *R) rows scored by every seed, or (S, N, *R) with ``per_seed_data=True``.
       per_seed_data: X carries a leading seed axis.
-      chunk_size: rows per chunk.
+      chunk_size: rows per chunk (default: the detector's default chunk, shared among the members).
       devices: devices whose rows each chunk is split over (default: the fit's).
 
     Returns:

@@ -30,14 +30,15 @@ from vaegmm_jax.validation import NotFittedError, check_array, check_positive_in
 #: in CPU caches (the L decoded samples of a 2k-row chunk are ~10 MB), large enough to
 #: fill an accelerator. Bounds device and host memory either way.
 DEFAULT_SCORE_BATCH = None
-#: a fixed chunk for callers that need a number (multi-seed scoring)
-FIXED_SCORE_BATCH = 16384
 _CPU_SCORE_BATCH, _ACCELERATOR_SCORE_BATCH = 2048, 262_144
 
 
-def default_score_batch() -> int:
-    """The default scoring chunk for the default backend (2048 rows on CPU, 262,144 on GPU/TPU)."""
-    return _CPU_SCORE_BATCH if jax.default_backend() == "cpu" else _ACCELERATOR_SCORE_BATCH
+def default_score_batch(n_members: int = 1) -> int:
+    """The default scoring chunk for the default backend (2048 rows on CPU, 262,144 on GPU/TPU),
+    divided among M members (at least 256 rows): every member decodes its L samples of every row
+    of a chunk, so this keeps a chunk's memory (CPU caches, device memory) what one model uses."""
+    rows = _CPU_SCORE_BATCH if jax.default_backend() == "cpu" else _ACCELERATOR_SCORE_BATCH
+    return max(256, rows // max(int(n_members), 1))
 
 # Independent PRNG streams derived from the detector seed.
 _STREAM_INIT, _STREAM_TRAIN, _STREAM_STATS, _STREAM_SCORE = 0, 1, 2, 3
@@ -319,6 +320,10 @@ class BaseDetector:
             self.fit_config["epochs_rule"] = f"auto: about {DEFAULT_TRAIN_STEPS} optimizer steps"
         if n_members > 1:
             self.fit_config["n_members"] = n_members
+        if member_data:
+            self.fit_config["member_data"] = True
+        if options.member_group_size is not None and n_members > 1:
+            self.fit_config["member_group_size"] = options.member_group_size  # scoring groups them alike
 
         metric_fn = None
         term_names = tuple(self.loss_terms)
@@ -506,14 +511,19 @@ class BaseDetector:
             self._after_fit(x_after, batch_size, compiled, member_data=member_data, strict=strict),
             n_members).astype(bool)
         self.member_calibration = None
-        if n_members > 1:
-            self.member_calibration = self._calibrate_members(x_after, batch_size, member_data)
+        if n_members > 1 and not member_data:  # members of different data make no one ensemble score
+            self.member_calibration = self._calibrate_members(x_after, batch_size)
         self.fit_seconds.update(epochs=sum(self.epoch_seconds), after_fit=time.perf_counter() - after_started)
         del x_dev, x_after
         self._score_jit = {}
         if checkpoint_dir is not None:
             _save_from_fit(self, checkpoint_dir, multi_process)
         return self.history
+
+    def _after_fit_chunk(self, batch_size: int) -> int:
+        """Rows per chunk when the after-fit steps score the training rows: at least 4096 rows
+        for one model, shared among the members."""
+        return max(batch_size, 4096 // self.n_members, 256)
 
     def _check_member_data(self, X, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """(M, N, *S) row sets, one per member, validated; and the first member's rows."""
@@ -567,11 +577,11 @@ class BaseDetector:
             "Try a smaller learning rate, standardised inputs, or a larger covariance jitter (eps)."
         )
 
-    def _calibrate_members(self, X, batch_size: int, member_data: bool) -> dict[str, np.ndarray]:
+    def _calibrate_members(self, X, batch_size: int) -> dict[str, np.ndarray]:
         """{'center': (M,), 'scale': (M,)}: each member's median score and interquartile range on
-        its training rows, which put the members' scores on one scale before they are averaged."""
-        scores = self._member_scores(X, max(batch_size, 4096), self._member_keys(_STREAM_SCORE), "float32",
-                                     member_data=member_data, scaled=True)
+        the training rows, which put the members' scores on one scale before they are averaged."""
+        scores = self._member_scores(X, self._after_fit_chunk(batch_size), self._member_keys(_STREAM_SCORE), "float32",
+                                     member_data=False, scaled=True)
         return robust_calibration(scores.T)
 
     def _make_metric_fn(self, metric: Callable):
@@ -617,7 +627,8 @@ class BaseDetector:
           (N,) float32 scores.
         """
         self._check_fitted()
-        batch_size = default_score_batch() if batch_size is None else check_positive_int(batch_size, "batch_size")
+        batch_size = default_score_batch(self.n_members) if batch_size is None else check_positive_int(
+            batch_size, "batch_size")
         if compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
         mesh = parallel.local_mesh(self.devices)
@@ -650,7 +661,8 @@ class BaseDetector:
           (M, N) float32 scores, higher = more anomalous (M = 1: one row).
         """
         self._check_fitted()
-        batch_size = default_score_batch() if batch_size is None else check_positive_int(batch_size, "batch_size")
+        batch_size = default_score_batch(self.n_members) if batch_size is None else check_positive_int(
+            batch_size, "batch_size")
         if compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
         if member_data:
@@ -712,6 +724,10 @@ class BaseDetector:
         if self.n_members == 1:
             return inputs
         if self.member_calibration is None:
+            if self.fit_config.get("member_data"):
+                raise NotFittedError(
+                    f"this {type(self).__name__}'s members were fitted on one training set each (member_data): "
+                    "they have no combined score; use score_members(X) or member(i)")
             raise NotFittedError(f"{type(self).__name__} has no member calibration: call fit(X) first")
         return (inputs, {k: jnp.asarray(v) for k, v in self.member_calibration.items()})
 
@@ -733,7 +749,8 @@ class BaseDetector:
             fn = _scaled_inputs(fn, skip=scaled)
             n = self.n_members
             if n > 1:
-                per_member = members.over_members(fn, (0, (None, 0), 1 if member_data else None, None, 0), n)
+                per_member = members.over_members(fn, (0, (None, 0), 1 if member_data else None, None, 0), n,
+                                                  self.fit_config.get("member_group_size"))
                 if member_scores:
                     def fn(params, scaler_and_extra, x, offset, keys):
                         return jnp.moveaxis(per_member(params, scaler_and_extra, x, offset, keys), 0, 1)
@@ -808,7 +825,8 @@ class BaseDetector:
                   for name, tree in self.extra_arrays().items() if name != "member_calibration"}
         det.set_extra_arrays(arrays)
         det.member_calibration = None
-        det.fit_config = {k: v for k, v in self.fit_config.items() if k != "n_members"}
+        det.fit_config = {k: v for k, v in self.fit_config.items()
+                          if k not in ("n_members", "member_data", "member_group_size")}
         if n > 1:
             det.history = {k: [float(row[i]) for row in v if np.isfinite(row[i])] for k, v in self.member_history.items()}
         det.member_history = {}

@@ -218,7 +218,7 @@ class _GMMDetector(BaseDetector):
         gmm, params = self.gmm_params, self.params
         if member_data:
             X = jnp.moveaxis(X, 0, 1)
-        comps = self._map_rows(lambda x, offset: fn(params, gmm, x, offset, keys), X, max(batch_size, 4096))
+        comps = self._map_rows(lambda x, offset: fn(params, gmm, x, offset, keys), X, self._after_fit_chunk(batch_size))
         if n == 1:
             return robust_calibration(comps)
         per_member = [robust_calibration(comps[:, m]) for m in range(n)]
