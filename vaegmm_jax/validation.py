@@ -45,7 +45,9 @@ def check_array(
             arr = np.asarray(X)
         except Exception as err:  # ragged lists and the like
             raise TypeError(f"{name} could not be converted to a numeric array: {err}") from err
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} has dtype bool: booleans are not features; pass X.astype(np.float32) if you mean 0/1")
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")

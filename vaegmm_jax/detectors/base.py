@@ -33,6 +33,12 @@ DEFAULT_SCORE_BATCH = None
 _CPU_SCORE_BATCH, _ACCELERATOR_SCORE_BATCH = 2048, 262_144
 
 
+#: the largest magnitude a network input takes when scoring (after the input scaling): far
+#: beyond any standardised row (1e9 standard deviations), small enough that the squared errors
+#: and the mixture's quadratic forms of the farthest row stay finite in float32
+SCORE_INPUT_LIMIT = 1e9
+
+
 def default_score_batch(n_members: int = 1) -> int:
     """The default scoring chunk for the default backend (2048 rows on CPU, 262,144 on GPU/TPU),
     divided among M members (at least 256 rows): every member decodes its L samples of every row
@@ -607,8 +613,11 @@ class BaseDetector:
         """Outlier scores (higher = more anomalous).
 
         Deterministic: the same fitted detector gives the same scores for the same X
-        on every call, whatever ``batch_size`` (each row's latent noise depends only
-        on the key and its row index). Pass ``key`` to draw fresh samples.
+        on every call. Each row's latent noise depends only on the key and its row index,
+        so ``batch_size`` changes a score only by the float32 rounding of matrix products of
+        another shape: at most 1e-5 x max(1, |score|) (tested). Pass ``key`` to draw fresh
+        samples. Rows beyond float32's comfortable range are scored as rows at
+        :data:`SCORE_INPUT_LIMIT` (after the input scaling): finite and maximal, never NaN.
 
         Args:
           X: (N, *S) numpy array, ``np.memmap``, jax.Array (stays on the device), or
@@ -766,7 +775,7 @@ class BaseDetector:
         if not 0.0 <= float(threshold_perc) <= 100.0:
             raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
         scores = self.score(X, batch_size=batch_size)
-        self.threshold = float(np.percentile(scores, threshold_perc))
+        self.threshold = percentile_threshold(scores, threshold_perc)
         self.fit_config["threshold_perc"] = float(threshold_perc)
         return self.threshold
 
@@ -777,19 +786,16 @@ class BaseDetector:
 
         Returns:
           {'meta': {...}, 'data': {'instance_score': float32 (N,) or None, 'feature_score': None or
-          (N, *S), 'is_outlier': int64 (N,)}}; is_outlier = score > threshold (strict).
+          (N, *S), 'is_outlier': int64 (N,)}}; is_outlier = score > threshold (strict), and a score
+          that is not a number is never reported as an inlier.
         """
         self._check_fitted()
-        if self.threshold is None:
-            raise NotFittedError(
-                f"{type(self).__name__} has no threshold: pass threshold= to the constructor or call "
-                "infer_threshold(X) before predict"
-            )
+        check_threshold(self)
         scores = self.score(X, batch_size=batch_size, key=key)
         data = {
             "instance_score": scores.astype(np.float32) if return_instance_score else None,
             "feature_score": self._feature_score(X, batch_size) if return_instance_score else None,
-            "is_outlier": (scores > self.threshold).astype(int),
+            "is_outlier": flag_outliers(scores, self.threshold),
         }
         return {"meta": dict(self.meta), "data": data}
 
@@ -897,6 +903,34 @@ def _save_from_fit(detector: BaseDetector, path, multi_process: bool) -> None:
         save_detector(detector, path)
 
 
+def check_threshold(detector) -> float:
+    """The detector's threshold, refused when it is unset or not a finite number."""
+    if detector.threshold is None:
+        raise NotFittedError(
+            f"{type(detector).__name__} has no threshold: pass threshold= to the constructor or call "
+            "infer_threshold(X) before predict")
+    if not np.isfinite(float(detector.threshold)):
+        raise ValueError(f"{type(detector).__name__}.threshold is {detector.threshold!r}: it must be a finite number")
+    return float(detector.threshold)
+
+
+def percentile_threshold(scores: np.ndarray, threshold_perc: float) -> float:
+    """The ``threshold_perc`` percentile of the scores; refused (never a NaN threshold) when a
+    score is not finite."""
+    scores = np.asarray(scores)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), scores.shape))
+        raise ValueError(f"{int(bad.sum())} scores are not finite (the first at index {first}): no threshold "
+                         "can be inferred from them")
+    return float(np.percentile(scores, threshold_perc))
+
+
+def flag_outliers(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """int (N, ...) 1 where score > threshold; a NaN score is flagged too (never an inlier)."""
+    return (~(np.asarray(scores) <= threshold)).astype(int)
+
+
 def _scaled_inputs(fn: Callable, skip: bool = False) -> Callable:
     """fn(params, extra, x, offset, key) -> fn'(params, (scaler, extra), x, offset, key) on scaled x
     (``skip``: x is already scaled)."""
@@ -905,6 +939,11 @@ def _scaled_inputs(fn: Callable, skip: bool = False) -> Callable:
         scaler, extra = scaler_and_extra
         if scaler is not None and not skip:
             x = scaling.apply_scaler(scaler, x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+        # A finite row far beyond float32's comfortable range (x 1e20, or 3e38 divided by a
+        # scale below 1) would overflow the squared errors and the mixture's quadratic form into
+        # inf and then NaN. Clipped to +-SCORE_INPUT_LIMIT, every such row scores as a row at
+        # that distance: finite, and as outlying as any row can be (in-range values are unchanged).
+        x = jnp.clip(x, -SCORE_INPUT_LIMIT, SCORE_INPUT_LIMIT)
         return fn(params, extra, x, offset, key)
 
     return wrapped

@@ -21,7 +21,14 @@ import numpy as np
 import optax
 
 from vaegmm_jax.core import vae as vae_lib
-from vaegmm_jax.detectors.base import DEFAULT_SCORE_BATCH, BaseDetector, FitOptions
+from vaegmm_jax.detectors.base import (
+    DEFAULT_SCORE_BATCH,
+    BaseDetector,
+    FitOptions,
+    check_threshold,
+    flag_outliers,
+    percentile_threshold,
+)
 from vaegmm_jax.detectors.gmm_detectors import _jsonable_cov
 from vaegmm_jax.models.vae_model import (
     LIKELIHOODS,
@@ -32,7 +39,7 @@ from vaegmm_jax.models.vae_model import (
     vae_loss,
 )
 from vaegmm_jax.nets import adapter, conv, dense
-from vaegmm_jax.validation import NotFittedError, check_array, check_positive_int, check_unit_interval
+from vaegmm_jax.validation import check_array, check_positive_int, check_unit_interval
 
 SCORE_TYPES = ("mse", "recon_prob", "recon_prob_mean")
 OUTLIER_TYPES = ("instance", "feature")
@@ -404,7 +411,7 @@ class OutlierVAE(BaseDetector):
             scores = self.score(X, outlier_perc=outlier_perc, batch_size=batch_size)
         else:
             scores = self.feature_score(X, batch_size=batch_size)
-        self.threshold = float(np.percentile(scores, threshold_perc))
+        self.threshold = percentile_threshold(scores, threshold_perc)
         self.fit_config.update(threshold_perc=float(threshold_perc), outlier_type=outlier_type,
                                outlier_perc=float(outlier_perc))
         return self.threshold
@@ -429,10 +436,7 @@ class OutlierVAE(BaseDetector):
         if outlier_type not in OUTLIER_TYPES:
             raise ValueError(f"outlier_type must be one of {OUTLIER_TYPES}, got {outlier_type!r}")
         self._check_fitted()
-        if self.threshold is None:
-            raise NotFittedError(
-                "OutlierVAE has no threshold: pass threshold= to the constructor or call infer_threshold(X) first"
-            )
+        check_threshold(self)
         if not (hasattr(X, "shape") or isinstance(X, (list, tuple))):
             # an iterable of blocks is read twice below (feature and instance scores)
             X = np.concatenate([self._validate_input(b, name="X block") for b in X], axis=0)
@@ -446,7 +450,7 @@ class OutlierVAE(BaseDetector):
         data = {
             "instance_score": iscore if return_instance_score else None,
             "feature_score": fscore if return_feature_score else None,
-            "is_outlier": (flagged > self.threshold).astype(int),
+            "is_outlier": flag_outliers(flagged, self.threshold),
         }
         return {"meta": dict(self.meta), "data": data}
 
