@@ -124,3 +124,33 @@ def test_any_input_raises_clearly_or_scores_finite(small_aegmm, rows, cols, magn
         message = str(err.value)
         assert any(word in message for word in ("shape", "finite", "NaN", "inf", "dtype", "rows", "bool", "empty",
                                                  "feature", "row")), message
+
+
+@pytest.mark.parametrize("cls", [vj.OutlierVAEGMM, vj.OutlierAEGMM, vj.OutlierVAE], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(hidden=(0,)), "hidden"), (dict(hidden=(-3,)), "hidden"), (dict(hidden=()), "hidden"),
+    (dict(hidden=8), "hidden"), (dict(activation="bogus"), "activation"), (dict(seed="abc"), "seed"),
+    (dict(seed=1.5), "seed"), (dict(seed=True), "seed"), (dict(seed=[1, "x"]), "seed"),
+    (dict(n_members=0), "n_members"), (dict(n_members=2.0), "n_members"),
+])
+def test_bad_constructor_arguments_fail_at_construction(cls, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        cls(**kwargs)
+
+
+def test_bad_method_arguments_fail_clearly(small_aegmm):
+    with pytest.raises(TypeError, match="PRNG key"):
+        small_aegmm.score(X[:4], key=5)
+    for perc in ("95", True, float("nan"), 101):
+        with pytest.raises(ValueError, match="threshold_perc"):
+            small_aegmm.infer_threshold(X, threshold_perc=perc)
+    with pytest.raises(TypeError, match="bool"):
+        small_aegmm.score(X[:4] > 0)
+    with pytest.raises(ValueError, match="gmm_hidden"):
+        vj.OutlierAEGMM(gmm_hidden=0)
+    with pytest.raises(ValueError, match="gmm_dropout"):
+        vj.OutlierAEGMM(gmm_dropout=1.0)
+    # a typed key works like a raw one
+    import jax
+
+    assert np.isfinite(small_aegmm.score(X[:4], key=jax.random.key(3))).all()

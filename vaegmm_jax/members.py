@@ -39,17 +39,24 @@ def member_seeds(seed: int | Sequence[int], n_members: int | None = None) -> tup
       seed: one int (the first member's seed) or a sequence of M ints.
       n_members: M (default 1 for an int seed, ``len(seed)`` for a sequence).
     """
-    if isinstance(seed, (int, np.integer)):
+    if n_members is not None and (isinstance(n_members, bool) or not isinstance(n_members, (int, np.integer))
+                                  or n_members < 1):
+        raise ValueError(f"n_members must be a positive integer, got {n_members!r}")
+    if _is_int(seed):
         n = 1 if n_members is None else int(n_members)
-        if n < 1:
-            raise ValueError(f"n_members must be a positive integer, got {n_members!r}")
         return tuple(int(seed) + i for i in range(n))
+    if isinstance(seed, (str, bytes)) or not hasattr(seed, "__iter__") or not all(_is_int(s) for s in seed):
+        raise ValueError(f"seed must be an integer or a sequence of integers (one per member), got {seed!r}")
     seeds = tuple(int(s) for s in seed)
     if not seeds:
         raise ValueError("seed is an empty sequence: give one int or at least one seed per member")
     if n_members is not None and int(n_members) != len(seeds):
         raise ValueError(f"n_members={n_members} but {len(seeds)} seeds were given")
     return seeds
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def stream_key(seed: int, stream: int) -> jax.Array:

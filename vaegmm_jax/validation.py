@@ -129,3 +129,23 @@ def check_unit_interval(arr: np.ndarray, name: str = "X") -> None:
             f"{name} must lie in [0, 1] for the Bernoulli likelihood, got values in [{lo:.4g}, {hi:.4g}] "
             "(scale pixels by 1/255)"
         )
+
+
+def check_hidden(hidden, name: str = "hidden") -> list[int] | None:
+    """Layer widths: None or a non-empty sequence of positive ints."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, (int, np.integer, str)) or not hasattr(hidden, "__iter__"):
+        raise ValueError(f"{name} must be a sequence of positive layer widths, e.g. (64, 32), got {hidden!r}")
+    widths = [check_positive_int(h, f"every width in {name}") for h in hidden]
+    if not widths:
+        raise ValueError(f"{name} is empty: give at least one layer width, or None for the default")
+    return widths
+
+
+def check_percentile(value, name: str) -> float:
+    """A real number in [0, 100] (not a string, not a bool, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) <= 100.0:
+        raise ValueError(f"{name} must be a number in [0, 100], got {value!r}")
+    return float(value)

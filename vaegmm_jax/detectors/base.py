@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from vaegmm_jax import members, parallel, training
 from vaegmm_jax.core import scaling
 from vaegmm_jax.streaming import effective_chunk_size, map_chunks
-from vaegmm_jax.validation import NotFittedError, check_array, check_positive_int
+from vaegmm_jax.validation import NotFittedError, check_array, check_percentile, check_positive_int
 
 #: rows per scoring chunk (padded, fixed shape) when none is given: small enough to stay
 #: in CPU caches (the L decoded samples of a 2k-row chunk are ~10 MB), large enough to
@@ -694,6 +694,10 @@ class BaseDetector:
         """([M,] 2) scoring keys: the members' own, or ``key`` split over the members."""
         if key is None:
             return self._member_keys(_STREAM_SCORE)
+        if not isinstance(key, (jax.Array, np.ndarray)) or not (
+                jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0
+                or key.dtype == np.uint32 and key.shape == (2,)):
+            raise TypeError(f"key must be a PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), got {key!r}")
         return key if self.n_members == 1 else jax.random.split(key, self.n_members)
 
     def _score_rows(self, X, chunk: int, mesh, key, compute_dtype: str, row_offset: int,
@@ -772,8 +776,7 @@ class BaseDetector:
 
     def infer_threshold(self, X, threshold_perc: float = 95.0, batch_size: int = DEFAULT_SCORE_BATCH) -> float:
         """Sets the threshold to the ``threshold_perc`` percentile of score(X) (alibi-detect semantics)."""
-        if not 0.0 <= float(threshold_perc) <= 100.0:
-            raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
+        threshold_perc = check_percentile(threshold_perc, "threshold_perc")
         scores = self.score(X, batch_size=batch_size)
         self.threshold = percentile_threshold(scores, threshold_perc)
         self.fit_config["threshold_perc"] = float(threshold_perc)

@@ -28,7 +28,7 @@ from vaegmm_jax.models.gmm_autoencoder import (
 )
 from vaegmm_jax.nets import adapter, dense
 from vaegmm_jax.streaming import iter_chunks
-from vaegmm_jax.validation import check_positive_int
+from vaegmm_jax.validation import check_hidden, check_positive_int
 
 
 #: what a GMM detector's score is: 'energy' (the DAGMM paper's and alibi-detect's sample energy)
@@ -84,6 +84,10 @@ class _GMMDetector(BaseDetector):
         #: 'energy_recon'), set after fit: {'center': (2,), 'scale': (2,)} float32
         self.score_calibration: dict[str, np.ndarray] | None = None
         dense.kernel_initializer(kernel_init)  # unknown names fail here, not at fit
+        if activation not in dense.ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(dense.ACTIVATIONS)}")
+        if not 0.0 <= float(gmm_dropout) < 1.0:
+            raise ValueError(f"gmm_dropout must be in [0, 1), got {gmm_dropout!r}")
         self.n_gmm = check_positive_int(n_gmm, "n_gmm")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.samples = check_positive_int(samples, "samples")
@@ -93,8 +97,8 @@ class _GMMDetector(BaseDetector):
         self.eps = float(eps)
         self.recon_features_name, self._recon_features = resolve_recon_features(recon_features)
         self.arch = {
-            "hidden": None if hidden is None else [int(h) for h in hidden],
-            "gmm_hidden": int(gmm_hidden),
+            "hidden": check_hidden(hidden),
+            "gmm_hidden": check_positive_int(gmm_hidden, "gmm_hidden"),
             "gmm_dropout": float(gmm_dropout),
             "activation": str(activation),
             "kernel_init": str(kernel_init),

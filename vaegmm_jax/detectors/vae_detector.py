@@ -39,7 +39,13 @@ from vaegmm_jax.models.vae_model import (
     vae_loss,
 )
 from vaegmm_jax.nets import adapter, conv, dense
-from vaegmm_jax.validation import check_array, check_positive_int, check_unit_interval
+from vaegmm_jax.validation import (
+    check_array,
+    check_hidden,
+    check_percentile,
+    check_positive_int,
+    check_unit_interval,
+)
 
 SCORE_TYPES = ("mse", "recon_prob", "recon_prob_mean")
 OUTLIER_TYPES = ("instance", "feature")
@@ -129,7 +135,7 @@ class OutlierVAE(BaseDetector):
         self.samples = check_positive_int(samples, "samples")
         self.beta = float(beta)
         self.logvar_clip = clip
-        self.arch = {"hidden": None if hidden is None else [int(h) for h in hidden], "activation": str(activation),
+        self.arch = {"hidden": check_hidden(hidden), "activation": str(activation),
                      "kernel_init": str(kernel_init)}
         self.custom_nets = {
             "encoder_net": encoder_net is not None or vae is not None,
@@ -405,8 +411,7 @@ class OutlierVAE(BaseDetector):
         """
         if outlier_type not in OUTLIER_TYPES:
             raise ValueError(f"outlier_type must be one of {OUTLIER_TYPES}, got {outlier_type!r}")
-        if not 0.0 <= float(threshold_perc) <= 100.0:
-            raise ValueError(f"threshold_perc must be in [0, 100], got {threshold_perc}")
+        threshold_perc = check_percentile(threshold_perc, "threshold_perc")
         if outlier_type == "instance":
             scores = self.score(X, outlier_perc=outlier_perc, batch_size=batch_size)
         else:
