@@ -13,7 +13,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -339,32 +339,8 @@ class BaseDetector:
             metric_fn = self._make_metric_fn(metric)
             term_names_out = term_names + (str(metric_name),)
 
-        # Where things run. One member: one mesh over the devices (of all processes, so XLA
-        # all-reduces the gradients across them), each minibatch's rows split over it, the
-        # training set replicated so the per-step gather stays local. Several members: the
-        # member axis is split over the devices (members.MemberLayout), no communication.
-        layout = None
-        if n_members == 1:
-            mesh = parallel.global_mesh(self.devices)
-            batch_sharding = parallel.row_sharding(mesh) if batch_size % parallel.mesh_size(mesh) == 0 else None
-            state_sharding = x_sharding = parallel.replicated(mesh)
-            out_shardings = {"out_shardings": parallel.replicated(mesh)} if multi_process else {}
-        else:
-            mesh, batch_sharding = None, None
-            devices = tuple(self.devices) if self.devices is not None else tuple(jax.local_devices())
-            layout = members.MemberLayout.make(n_members, devices)
-            if layout.n_devices == 1:
-                layout = None
-                state_sharding = x_sharding = None
-                out_shardings = {}
-            else:
-                state_sharding = layout.members
-                x_sharding = layout.members if member_data else layout.replicated
-                by_member = layout.members
-                report = training.RunReport(
-                    terms=NamedSharding(layout.mesh, PartitionSpec(None, members.MEMBER_AXIS)),
-                    first_bad_step=by_member, bad_terms=by_member)
-                out_shardings = {"out_shardings": (by_member, by_member, by_member, report)}
+        place = self._placement(batch_size, member_data, multi_process)
+        layout, state_sharding, x_sharding = place.layout, place.state_sharding, place.x_sharding
         group_size = options.member_group_size
         if group_size is not None and layout is not None:
             raise ValueError(
@@ -375,54 +351,18 @@ class BaseDetector:
         runner = jax.jit(
             training.make_epoch_runner(
                 training.make_train_epoch(loss_fn, optimizer, term_names, batch_size, metric_fn=metric_fn,
-                                          batch_sharding=batch_sharding),
+                                          batch_sharding=place.batch_sharding),
                 n_members, member_data, len(term_names_out), per_call, group_size),
             donate_argnums=0,
             compiler_options=training.EPOCH_COMPILER_OPTIONS or None,
-            **out_shardings,
+            **place.out_shardings,
         )
 
-        # the initial training state: one compiled program (parameters and optimizer state)
-        # instead of dozens of eagerly dispatched initialiser ops, each compiled separately on a GPU
-        init_device = None
         fresh = self.params is None
         if fresh:
-            model = self.model
-
-            def init_state(key, x):
-                return training.init_train_state(model.init(key, x), optimizer)
-
-            init_program = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)
-            init_keys = np.asarray(self._member_keys(_STREAM_INIT)).reshape(n_members, -1)
-            init_x = [np.asarray(X[m, :batch_size] if member_data else X[:batch_size]) for m in range(n_members)]
-            init_device = training.init_device()
-            if init_device is not None:  # committed inputs: the program runs there
-                init_keys, init_x = jax.device_put((init_keys, init_x), init_device)
             self.history, self.member_history = {}, {}
             self.epochs_done = 0
-
-            def initial_state():
-                # each member's own initialisation (one compilation), stacked: bit-identical
-                # to what a single detector with the member's seed starts from
-                return members.stack([init_program(init_keys[m], init_x[m]) for m in range(n_members)])
-
-            one_like = init_program.eval_shape(init_keys[0], init_x[0])
-            state_like = jax.tree.map(lambda a: _with_members(a, n_members), one_like)
-        else:
-            if self.opt_state is None or not resume:
-                init_program = jax.jit(
-                    members.over_members(lambda p: training.init_train_state(p, optimizer), (0,), n_members),
-                    compiler_options=training.INIT_COMPILER_OPTIONS,
-                )
-                init_args = (self.params,)
-            else:
-                init_program = jax.jit(training.TrainState)  # the restored state as it is
-                init_args = (self.params, self.opt_state, jnp.zeros((n_members,) if n_members > 1 else (), jnp.int32))
-
-            def initial_state():
-                return init_program(*init_args)
-
-            state_like = init_program.eval_shape(*init_args)
+        initial_state, state_like, init_device = self._initial_state(optimizer, X, batch_size, member_data, resume)
         base_keys = self._member_keys(_STREAM_TRAIN)
         alive = np.ones((n_members,) if n_members > 1 else (), bool)
         failed = np.full(alive.shape, -1, np.int32)
@@ -525,6 +465,71 @@ class BaseDetector:
         if checkpoint_dir is not None:
             _save_from_fit(self, checkpoint_dir, multi_process)
         return self.history
+
+    def _placement(self, batch_size: int, member_data: bool, multi_process: bool) -> "_Placement":
+        """Where a fit runs. One member: one mesh over the devices (of all processes, so XLA
+        all-reduces the gradients across them), each minibatch's rows split over it, the
+        training set replicated so the per-step gather stays local. Several members: the member
+        axis split over the devices (members.MemberLayout), with no communication."""
+        if self.n_members == 1:
+            mesh = parallel.global_mesh(self.devices)
+            replicated = parallel.replicated(mesh)
+            return _Placement(
+                layout=None,
+                batch_sharding=parallel.row_sharding(mesh) if batch_size % parallel.mesh_size(mesh) == 0 else None,
+                state_sharding=replicated, x_sharding=replicated,
+                out_shardings={"out_shardings": replicated} if multi_process else {})
+        devices = tuple(self.devices) if self.devices is not None else tuple(jax.local_devices())
+        layout = members.MemberLayout.make(self.n_members, devices)
+        if layout.n_devices == 1:
+            return _Placement(None, None, None, None, {})
+        by_member = layout.members
+        report = training.RunReport(terms=NamedSharding(layout.mesh, PartitionSpec(None, members.MEMBER_AXIS)),
+                                    first_bad_step=by_member, bad_terms=by_member)
+        return _Placement(layout=layout, batch_sharding=None, state_sharding=by_member,
+                          x_sharding=by_member if member_data else layout.replicated,
+                          out_shardings={"out_shardings": (by_member, by_member, by_member, report)})
+
+    def _initial_state(self, optimizer, X, batch_size: int, member_data: bool, resume: bool):
+        """(initial_state() -> TrainState, its shapes, the device that initialises or None).
+
+        A fresh fit initialises every member with its own key, in one compiled program
+        (parameters and optimizer state) instead of dozens of eagerly dispatched initialiser ops,
+        each compiled separately on a GPU; a warm start re-initialises the optimizer; a resume
+        keeps the restored state as it is.
+        """
+        n_members = self.n_members
+        init_device = None
+        if self.params is None:
+            model = self.model
+
+            def init_state(key, x):
+                return training.init_train_state(model.init(key, x), optimizer)
+
+            init_program = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)
+            init_keys = np.asarray(self._member_keys(_STREAM_INIT)).reshape(n_members, -1)
+            init_x = [np.asarray(X[m, :batch_size] if member_data else X[:batch_size]) for m in range(n_members)]
+            init_device = training.init_device()
+            if init_device is not None:  # committed inputs: the program runs there
+                init_keys, init_x = jax.device_put((init_keys, init_x), init_device)
+
+            def initial_state():
+                # each member's own initialisation (one compilation), stacked: bit-identical
+                # to what a single detector with the member's seed starts from
+                return members.stack([init_program(init_keys[m], init_x[m]) for m in range(n_members)])
+
+            one_like = init_program.eval_shape(init_keys[0], init_x[0])
+            return initial_state, jax.tree.map(lambda a: _with_members(a, n_members), one_like), init_device
+        if self.opt_state is None or not resume:
+            init_program = jax.jit(
+                members.over_members(lambda p: training.init_train_state(p, optimizer), (0,), n_members),
+                compiler_options=training.INIT_COMPILER_OPTIONS,
+            )
+            init_args = (self.params,)
+        else:
+            init_program = jax.jit(training.TrainState)  # the restored state as it is
+            init_args = (self.params, self.opt_state, jnp.zeros((n_members,) if n_members > 1 else (), jnp.int32))
+        return (lambda: init_program(*init_args)), init_program.eval_shape(*init_args), None
 
     def _after_fit_chunk(self, batch_size: int) -> int:
         """Rows per chunk when the after-fit steps score the training rows: at least 4096 rows
@@ -882,6 +887,16 @@ class BaseDetector:
         if "scaler" in arrays:
             self.scaler = scaling.Scaler(shift=np.asarray(arrays["scaler"]["shift"], np.float32),
                                          scale=np.asarray(arrays["scaler"]["scale"], np.float32))
+
+
+class _Placement(NamedTuple):
+    """Where a fit's arrays live (see :meth:`BaseDetector._placement`)."""
+
+    layout: members.MemberLayout | None
+    batch_sharding: Any
+    state_sharding: Any
+    x_sharding: Any
+    out_shardings: dict
 
 
 def _copy_unfitted(det: BaseDetector) -> BaseDetector:
