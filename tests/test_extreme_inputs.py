@@ -154,3 +154,14 @@ def test_bad_method_arguments_fail_clearly(small_aegmm):
     import jax
 
     assert np.isfinite(small_aegmm.score(X[:4], key=jax.random.key(3))).all()
+
+
+def test_import_does_not_start_the_jax_backend():
+    """A user must be able to call jax.distributed.initialize() after importing the library."""
+    import subprocess
+    import sys
+
+    code = ("import jax._src.xla_bridge as xb, vaegmm_jax, vaegmm_jax.cli, vaegmm_jax.multiseed; "
+            "assert not xb.backends_are_initialized(), 'importing vaegmm_jax started the JAX backend'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -31,6 +31,8 @@ same answer as the unpadded rows.
 
 from __future__ import annotations
 
+import math
+
 from typing import NamedTuple
 
 import jax
@@ -40,7 +42,9 @@ from jax.scipy.linalg import solve_triangular
 HIGHEST = jax.lax.Precision.HIGHEST
 DEFAULT_EPS = 1e-6  # jitter added to the covariance diagonal before Cholesky
 SMALL_D = 8  # up to this D the linear algebra is unrolled into elementwise ops
-_LOG_2PI = float(jnp.log(2.0 * jnp.pi))
+# plain Python: computing it with jnp at import would start the JAX backend before a user could
+# call jax.distributed.initialize()
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 class GMMParams(NamedTuple):
