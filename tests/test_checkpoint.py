@@ -19,6 +19,11 @@ KW = dict(n_gmm=2, latent_dim=2, seed=5, hidden=(8, 4))
 FIT = dict(batch_size=128, verbose=False, optimizer=optax.adam(1e-3), w_recon=1.0)
 
 
+def live(path):
+    """The folder of the model's live version (detector.json, arrays/, files saved with it)."""
+    return checkpoint.resolve_checkpoint(path)
+
+
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     det = vj.OutlierVAEGMM(**KW)
@@ -38,7 +43,7 @@ def test_save_load_scores_are_bit_identical(fitted, tmp_path):
     for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(fitted.params)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(loaded.predict(X_TEST)["data"]["is_outlier"], fitted.predict(X_TEST)["data"]["is_outlier"])
-    meta = json.loads((path / "detector.json").read_text())
+    meta = json.loads((live(path) / "detector.json").read_text())
     assert meta["format_version"] == checkpoint.FORMAT_VERSION and meta["detector"] == "OutlierVAEGMM"
     assert meta["n_opt_state_leaves"] > 0  # optimizer state is saved too
 
@@ -46,7 +51,8 @@ def test_save_load_scores_are_bit_identical(fitted, tmp_path):
 def test_method_save_and_overwrite_is_atomic(fitted, tmp_path, monkeypatch):
     path = tmp_path / "det"
     fitted.save(path)
-    before = (path / "detector.json").read_text()
+    before = (live(path) / "detector.json").read_text()
+    entries = sorted(p.name for p in path.iterdir())
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
@@ -55,8 +61,9 @@ def test_method_save_and_overwrite_is_atomic(fitted, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         vj.save_detector(fitted, path)
     # the old checkpoint is untouched and no temporary folder is left behind
-    assert (path / "detector.json").read_text() == before
+    assert (live(path) / "detector.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["det"]
+    assert sorted(p.name for p in path.iterdir()) == entries
     monkeypatch.undo()
     np.testing.assert_array_equal(vj.load_detector(path).score(X_TEST), fitted.score(X_TEST))
 
@@ -84,35 +91,35 @@ def test_missing_and_corrupt_checkpoints_raise_clear_errors(fitted, tmp_path):
 
     half = tmp_path / "half"
     shutil.copytree(path, half)
-    (half / "detector.json").unlink()
+    (live(half) / "detector.json").unlink()
     with pytest.raises(vj.CheckpointError, match="detector.json is missing"):
         vj.load_detector(half)
 
     bad_json = tmp_path / "bad_json"
     shutil.copytree(path, bad_json)
-    (bad_json / "detector.json").write_text("{not json")
+    (live(bad_json) / "detector.json").write_text("{not json")
     with pytest.raises(vj.CheckpointError, match="corrupt"):
         vj.load_detector(bad_json)
 
     future = tmp_path / "future"
     shutil.copytree(path, future)
-    meta = json.loads((future / "detector.json").read_text())
+    meta = json.loads((live(future) / "detector.json").read_text())
     meta["format_version"] = 99
-    (future / "detector.json").write_text(json.dumps(meta))
+    (live(future) / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(vj.CheckpointError, match="format 99"):
         vj.load_detector(future)
 
     no_arrays = tmp_path / "no_arrays"
     shutil.copytree(path, no_arrays)
-    shutil.rmtree(no_arrays / "arrays")
+    shutil.rmtree(live(no_arrays) / "arrays")
     with pytest.raises(vj.CheckpointError, match="missing arrays"):
         vj.load_detector(no_arrays)
 
     other_shape = tmp_path / "other_shape"
     shutil.copytree(path, other_shape)
-    meta = json.loads((other_shape / "detector.json").read_text())
+    meta = json.loads((live(other_shape) / "detector.json").read_text())
     meta["config"]["arch"]["hidden"] = [16, 4]
-    (other_shape / "detector.json").write_text(json.dumps(meta))
+    (live(other_shape) / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(vj.CheckpointError, match="shape"):
         vj.load_detector(other_shape)
 
@@ -133,7 +140,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     # (rewind it by training a fresh detector for 2 epochs into the same folder)
     half = vj.OutlierVAEGMM(**KW)
     half.fit(X_TRAIN, epochs=2, checkpoint_dir=ckpt, **FIT)
-    assert json.loads((ckpt / "detector.json").read_text())["epochs_done"] == 2
+    assert json.loads((live(ckpt) / "detector.json").read_text())["epochs_done"] == 2
 
     resumed = vj.OutlierVAEGMM(**KW)
     resumed.fit(X_TRAIN, epochs=4, checkpoint_dir=ckpt, resume=True, **FIT)

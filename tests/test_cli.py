@@ -67,6 +67,13 @@ def assert_bad_input(proc: subprocess.CompletedProcess, *fragments: str) -> str:
     return lines[0]
 
 
+def live(model) -> Path:
+    """The folder of a model's live version (where fit wrote detector, preprocessing, card and plots)."""
+    model = Path(model)
+    pointer = model / "CURRENT"
+    return model / json.loads(pointer.read_text())["version"] if pointer.is_file() else model
+
+
 def assert_png(path: Path) -> None:
     from matplotlib.image import imread
 
@@ -147,7 +154,8 @@ def work(tmp_path_factory, demo_run):
 
 
 def test_fit_writes_model_preprocessing_and_card(work):
-    model = work["model"]
+    model = live(work["model"])
+    assert sorted(p.name for p in work["model"].iterdir()) == ["CURRENT", model.name]
     for name in ("detector.json", "preprocessing.json", "model_card.json", "plots/training_curves.png",
                  "plots/score_histogram.png"):
         assert (model / name).is_file(), name
@@ -202,7 +210,7 @@ def test_score_csv_keeps_rows_ids_and_order_in_chunks(work):
     assert len(res) == len(work["test_frame"])
     assert res["row_id"].tolist() == work["test_ids"]
     assert np.isfinite(res["score"]).all()
-    threshold = json.loads((work["model"] / "detector.json").read_text())["threshold"]
+    threshold = json.loads((live(work["model"]) / "detector.json").read_text())["threshold"]
     np.testing.assert_array_equal(res["is_outlier"].to_numpy(), (res["score"].to_numpy() > threshold).astype(int))
     work["csv_scores"] = res["score"].to_numpy()
 
@@ -244,7 +252,7 @@ def test_evaluate_prints_metrics_and_writes_plots(work):
     assert 0.0 <= m["auroc"] <= 1.0 and 0.0 <= m["average_precision"] <= 1.0
     for name in ("score_histogram.png", "roc_pr.png", "mixture.png", "training_curves.png"):
         assert_png(out / name)
-    card = json.loads((work["model"] / "model_card.json").read_text())
+    card = json.loads((live(work["model"]) / "model_card.json").read_text())
     assert card["metrics"]["test.csv"]["auroc"] == pytest.approx(m["auroc"])
 
 
@@ -330,7 +338,7 @@ def test_demo_end_to_end(demo_run):
     assert_ok(proc)
     for frag in ("precision @ threshold", "recall @ threshold", "F1 @ threshold", "AUROC"):
         assert frag in proc.stdout, frag
-    assert (out / "model" / "detector.json").is_file() and (out / "model" / "model_card.json").is_file()
+    assert (live(out / "model") / "detector.json").is_file() and (live(out / "model") / "model_card.json").is_file()
     scores = pd.read_csv(out / "scores.csv")
     assert {"id", "label", "score", "is_outlier"} <= set(scores.columns) and np.isfinite(scores["score"]).all()
     for name in ("training_curves.png", "score_histogram.png", "roc_pr.png", "mixture.png"):
@@ -374,7 +382,7 @@ def test_fit_and_score_an_ensemble(work, tmp_path):
                    "--exclude-columns", "note", "--id-column", "row_id", "--label-column", "label",
                    "--epochs", 2, "--batch-size", 64, "--seed", 4, "--no-plots", "--quiet")
     assert_ok(proc)
-    card = json.loads((model / "model_card.json").read_text())
+    card = json.loads((live(model) / "model_card.json").read_text())
     assert card["detector"]["ensemble"]["n_members"] == 3 and card["detector"]["ensemble"]["member_seeds"] == [4, 5, 6]
     out = tmp_path / "s.csv"
     proc, bad = run_cli_many(["score", root / "test.csv", "--model", model, "--out", out],
@@ -388,8 +396,37 @@ def test_fit_and_score_an_ensemble(work, tmp_path):
     assert det.n_members == 3
     from vaegmm_jax.tabular_io import Scaler
 
-    scaler = Scaler.from_dict(json.loads((model / "preprocessing.json").read_text())["scaler"])
+    scaler = Scaler.from_dict(json.loads((live(model) / "preprocessing.json").read_text())["scaler"])
     expected = det.score(scaler.transform(work["X_test"]))
     np.testing.assert_allclose(res["score"].to_numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(det.score_members(scaler.transform(work["X_test"])).shape, (3, len(expected)))
     assert res["row_id"].tolist() == work["test_ids"] and np.isfinite(res["score"]).all()
+
+
+# --------------------------------------------------------------------------- #
+# bad input caught before any work, and damaged models named
+# --------------------------------------------------------------------------- #
+
+
+def test_bad_input_is_refused_in_one_line_before_any_work(work, tmp_path):
+    """End to end (subprocesses): an unusable threshold at parsing, a model whose detector.json names
+    no detector class, and a garbled detector.json. The other cases: tests/test_cli_atomic.py."""
+    import shutil
+
+    data = work["root"] / "test.csv"
+    path_class, garbled = tmp_path / "path_class", tmp_path / "garbled"
+    for model in (path_class, garbled):
+        shutil.copytree(work["model"], model)
+    meta_file = live(path_class) / "detector.json"
+    meta_file.write_text(json.dumps(dict(json.loads(meta_file.read_text()), detector="Path")))
+    (live(garbled) / "detector.json").write_bytes(b"\xff\xfe{")
+    threshold, path_proc, garbled_proc = run_cli_many(
+        ["fit", work["root"] / "train.csv", "--detector", "aegmm", "--out", tmp_path / "m", "--threshold-perc", 150],
+        ["score", data, "--model", path_class, "--out", tmp_path / "s.csv"],
+        ["info", garbled],
+    )
+    assert_bad_input(threshold, "--threshold-perc", "150")
+    assert not (tmp_path / "m").exists()
+    assert_bad_input(path_proc, "detector.json", "'Path'")
+    assert_bad_input(garbled_proc, "detector.json", "UTF-8")
+    assert not (tmp_path / "s.csv").exists()

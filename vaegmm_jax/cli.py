@@ -12,9 +12,18 @@ Exit codes: 0 success; 2 bad usage or bad input (a one-line reason on stderr);
 1 internal error (with a traceback, please report it). Set ``VAEGMM_DEBUG=1`` to
 get tracebacks for bad-input errors too.
 
-A model folder written by ``fit`` holds the detector checkpoint (``detector.json``,
-``arrays/``), ``preprocessing.json`` (feature names, the scaler fitted on the
-training rows, identifier/label columns), ``model_card.json`` and ``plots/``.
+A model folder written by ``fit`` holds a pointer ``CURRENT`` and the version folder it
+names (see :mod:`vaegmm_jax.checkpoint`), which holds the detector checkpoint
+(``detector.json``, ``arrays/``), ``preprocessing.json`` (feature names, the scaler fitted
+on the training rows, identifier/label columns), ``model_card.json`` and ``plots/``. All of
+them are replaced as one unit: ``fit --overwrite`` writes a complete new version before the
+pointer moves, so a fit killed at any moment leaves the old model whole (detector and
+scaling together), and ``score``/``evaluate``/``info`` read every file from the one
+version the pointer named when they started.
+
+The score output's columns are the identifier column (or ``row``), ``score`` and
+``is_outlier``: an identifier column named ``score`` or ``is_outlier`` is refused (at
+``fit`` and at ``score``) rather than silently overwritten in the output.
 """
 
 from __future__ import annotations
@@ -104,16 +113,33 @@ def _load_json_file(path: str, what: str) -> dict:
 
 
 def _is_model_dir(p: Path) -> bool:
-    return (p / "detector.json").is_file()
+    """A model folder: a versioned one (with the pointer file) or one of the earlier layout."""
+    from vaegmm_jax.checkpoint import POINTER_FILE
+
+    return (p / POINTER_FILE).is_file() or (p / "detector.json").is_file()
+
+
+def _check_parents(path: Path, flag: str) -> None:
+    """Refuses a path whose existing ancestor is a file (``--out afile/x``): found before any work."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuses to replace anything but an earlier model folder (saving replaces the folder)."""
+    _check_parents(out, "--out")
     if not out.exists():
         return
     if not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    if not any(out.iterdir()):
+    from vaegmm_jax.checkpoint import _is_save_debris
+
+    # a folder holding only what a killed first fit left (a half-written version) counts as
+    # empty: the save removes that debris
+    if all(_is_save_debris(e.name) for e in out.iterdir()):
         return
     if not _is_model_dir(out):
         raise UsageError(f"--out {out} exists and is not a model folder; choose a new or empty folder")
@@ -252,17 +278,27 @@ def _fit_detector(det, X: np.ndarray, fit_kw: dict, verbose: bool) -> dict:
         raise
 
 
+def _check_percentile(value: Any, name: str) -> float:
+    """A percentile in [0, 100] (finite); UsageError naming the setting otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 100.0:
+        raise UsageError(f"{name} must be a number in [0, 100], got {value!r}")
+    return float(value)
+
+
+def _check_fraction(value: Any, name: str) -> float:
+    """An outlier fraction in the open interval (0, 1); UsageError naming the setting otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise UsageError(f"{name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
 def _threshold(det, X: np.ndarray, perc: float | None, contamination: float | None, n_desc: str) -> dict:
     if contamination is not None:
-        c = float(contamination)
-        if not 0.0 < c < 1.0:
-            raise UsageError(f"--contamination must be in (0, 1), got {contamination}")
+        c = _check_fraction(contamination, "--contamination")
         perc = 100.0 * (1.0 - c)
         info = {"method": "contamination", "contamination": c, "percentile": perc}
     else:
-        perc = 95.0 if perc is None else float(perc)
-        if not 0.0 <= perc <= 100.0:
-            raise UsageError(f"--threshold-perc must be in [0, 100], got {perc}")
+        perc = 95.0 if perc is None else _check_percentile(perc, "--threshold-perc")
         info = {"method": "percentile", "percentile": perc}
     det.infer_threshold(X, threshold_perc=perc, batch_size=_pow2_at_least(len(X)))
     info["computed_on"] = n_desc
@@ -385,17 +421,34 @@ def _make_plots(folder: Path, det, scores=None, labels=None, X_sample=None, labe
 # --------------------------------------------------------------------------- #
 
 
+#: what ``fit`` writes beside the checkpoint: a new model defines all of them (a previous
+#: model's copies are never carried over, so --no-plots leaves no stale plots)
+_MODEL_FILES = ("preprocessing.json", "model_card.json", "plots")
+
+
 def _save_model(out: Path, det, prep, *, data_info: dict, threshold_info: dict, training: dict,
-                metrics: dict | None) -> None:
-    from vaegmm_jax import save_detector
+                metrics: dict | None, plots: Any = None) -> Path:
+    """Saves detector, preprocessing, model card and (``plots(folder)``) plots as one new
+    version of the model folder ``out``; returns the version's folder.
+
+    Every file is written into the new version before it goes live: a failure or a kill
+    at any point leaves the previous model, all of its files, as it was.
+    """
+    from vaegmm_jax.checkpoint import resolve_checkpoint, save_detector
     from vaegmm_jax.model_card import build_model_card, write_model_card
     from vaegmm_jax.tabular_io import save_preprocessing
 
-    save_detector(det, out)  # replaces the folder: write the other files after it
-    save_preprocessing(out, prep)
     card = build_model_card(det, data=data_info, preprocessing=prep.to_dict(), threshold=threshold_info,
                             training=training, metrics=metrics)
-    write_model_card(out, card)
+
+    def add_files(folder: Path) -> None:
+        save_preprocessing(folder, prep)
+        write_model_card(folder, card)
+        if plots is not None:
+            plots(folder / "plots")
+
+    save_detector(det, out, add_files=add_files, replace=_MODEL_FILES)
+    return resolve_checkpoint(out)
 
 
 # --------------------------------------------------------------------------- #
@@ -409,6 +462,8 @@ def cmd_fit(args) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     _check_out_dir(out, args.overwrite)
+    if args.id_column is not None:
+        _check_id_column(args.id_column, "--id-column")
     cfg = _load_json_file(args.config, "--config file") if args.config else {}
     unknown = set(cfg) - _CONFIG_KEYS
     if unknown:
@@ -424,6 +479,11 @@ def cmd_fit(args) -> int:
         if "threshold_perc" in cfg and "contamination" in cfg:
             raise UsageError("--config: give threshold_perc or contamination, not both")
         args.threshold_perc, args.contamination = cfg.get("threshold_perc"), cfg.get("contamination")
+        # checked now, not after the training they would otherwise throw away
+        if args.threshold_perc is not None:
+            _check_percentile(args.threshold_perc, "--config: threshold_perc")
+        if args.contamination is not None:
+            _check_fraction(args.contamination, "--config: contamination")
 
     columns = tio.parse_column_list(args.columns)
     exclude = tio.parse_column_list(args.exclude_columns)
@@ -472,16 +532,22 @@ def cmd_fit(args) -> int:
     data_info = {"source": str(Path(args.data)), "format": fmt, "n_rows_file": int(X_all.shape[0]),
                  "n_rows_train": int(X_train.shape[0]), "row_shape": list(X_train.shape[1:]),
                  "feature_names": table.feature_names}
-    _save_model(out, det, prep, data_info=data_info, threshold_info=thr_info, training=settings, metrics=metrics)
-    plots_written = []
+    plots_written: list[Path] = []
+    make_plots = None
     if not args.no_plots:
         train_scores = det.score(X_train_s, batch_size=_pow2_at_least(len(X_train_s)))
-        plots_written = _make_plots(out / "plots", det, scores=train_scores)
+
+        def make_plots(folder: Path) -> None:
+            plots_written.extend(_make_plots(folder, det, scores=train_scores))
+
+    folder = _save_model(out, det, prep, data_info=data_info, threshold_info=thr_info, training=settings,
+                         metrics=metrics, plots=make_plots)
     _say(_fit_summary(det, thr_info))
     if metrics is not None:
         _say("  in-sample metrics on the whole file (labelled-normal rows were training rows):")
         _say(_table(metrics_rows(metrics["training_file"]), header=("metric", "value"), indent="    "))
-    _say(f"  saved model to {out}" + (f" (plots in {out / 'plots'})" if plots_written else ""))
+    _say(f"  saved model to {out} (version {folder.name})"
+         + (f"; plots in {folder / 'plots'}" if plots_written else ""))
     _say(f"  done in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -499,18 +565,46 @@ def _fit_summary(det, thr_info) -> str:
 # --------------------------------------------------------------------------- #
 
 
-def _load_model(model_dir: str):
-    from vaegmm_jax import load_detector
-    from vaegmm_jax.tabular_io import load_preprocessing
-
+def _check_model_dir(model_dir: str | os.PathLike, hint: str = "") -> Path:
     p = Path(model_dir)
     if not p.exists():
         raise FileNotFoundError(f"no model folder {p}")
     if not p.is_dir() or not _is_model_dir(p):
-        raise UsageError(f"{p} is not a model folder (no detector.json); pass the --out folder of 'vaegmm fit'")
-    prep = load_preprocessing(p)
-    det = load_detector(p.resolve())  # Orbax needs an absolute path
-    return det, prep
+        raise UsageError(f"{p} is not a model folder (no CURRENT or detector.json){hint}")
+    return p
+
+
+def _load_model(model_dir: str):
+    """(detector, preprocessing or None, the version's folder), all of one version of the model."""
+    from vaegmm_jax.checkpoint import _load_folder, read_live
+    from vaegmm_jax.tabular_io import load_preprocessing
+
+    p = _check_model_dir(model_dir, "; pass the --out folder of 'vaegmm fit'")
+
+    def read(live):
+        # the detector and its scaling from the same version folder: a concurrent fit --overwrite
+        # can never pair a new detector with the old preprocessing
+        return _load_folder(live.folder, {}), load_preprocessing(live.folder), live.folder
+
+    return read_live(p.resolve(), read)  # Orbax needs an absolute path
+
+
+def _read_card(folder: Path) -> dict | None:
+    from vaegmm_jax.model_card import read_model_card
+
+    try:
+        return read_model_card(folder)
+    except ValueError as err:  # not UTF-8 (UnicodeDecodeError) or not JSON: name the file
+        raise UsageError(f"{folder / 'model_card.json'} is corrupt: {_one_line(err)}") from err
+
+
+def _check_id_column(name: str, where: str) -> None:
+    from vaegmm_jax.tabular_io import check_id_name
+
+    try:
+        check_id_name(name)
+    except ValueError as err:
+        raise UsageError(f"{where}: {err}") from err
 
 
 class _Stream:
@@ -617,11 +711,15 @@ def cmd_score(args) -> int:
 
     t0 = time.perf_counter()
     chunk = _positive(args.chunk_rows, "--chunk-rows")
-    tio.output_format(args.out)  # a bad output name fails before any work
+    tio.check_output_path(args.out)  # a bad output name or folder fails before any work
     tio.file_format(args.data)
-    det, prep = _load_model(args.model)
+    if args.id_column is not None:
+        _check_id_column(args.id_column, "--id-column")
+    det, prep, _ = _load_model(args.model)
     threshold = _require_threshold(det, args.threshold)
     stream = _Stream(det, prep, args.data, chunk, args.id_column, None)
+    if stream.id_name is not None:  # the model's identifier column, from fit
+        _check_id_column(stream.id_name, f"the identifier column of {args.data}")
     scores = _score_stream(det, stream)
     flags = (scores > threshold).astype(np.int8)
     writer = tio.ScoreWriter(args.out, stream.id_name)
@@ -660,7 +758,11 @@ def cmd_evaluate(args) -> int:
     t0 = time.perf_counter()
     chunk = _positive(args.chunk_rows, "--chunk-rows")
     tio.file_format(args.data)
-    det, prep = _load_model(args.model)
+    if args.out:
+        _check_parents(Path(args.out), "--out")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UsageError(f"--out {args.out} exists and is not a folder")
+    det, prep, folder = _load_model(args.model)
     threshold = _require_threshold(det, args.threshold)
     if prep is not None and prep.feature_names is not None and args.labels in prep.feature_names:
         raise UsageError(f"--labels {args.labels!r} is one of the model's feature columns")
@@ -679,16 +781,20 @@ def cmd_evaluate(args) -> int:
                                 labels_sample=labels[rows] if x_sample is not None else None, history=True,
                                 images=images, image_scores=image_scores, image_labels=image_labels)
     (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    card_note = None
     try:
-        add_metrics(args.model, Path(args.data).name, m)
-    except OSError:
-        pass  # a read-only model folder: the metrics are still in --out
+        # into the model card of the version that was evaluated (in place: one file, atomically)
+        add_metrics(folder, Path(args.data).name, m)
+    except (OSError, ValueError) as err:  # a read-only or damaged card: the metrics are still in --out
+        card_note = f"the metrics were not added to {folder / 'model_card.json'}: {_one_line(err)}"
     _say(f"{PROG} evaluate: {type(det).__name__} on {m['n_rows']} rows of {args.data} "
          f"({m['n_outliers']} labelled outliers, {100 * m['outlier_fraction']:.1f}%)")
     _say(f"  threshold {_fmt(threshold)}: {m.get('n_flagged', 0)} rows flagged")
     _say(_table(metrics_rows(m), header=("metric", "value")))
     if "note" in m:
         _say(f"  note: {m['note']}")
+    if card_note:
+        _say(f"  note: {card_note}")
     _say(f"  wrote {out / 'metrics.json'} and {len(plots_written)} plots to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -713,30 +819,28 @@ def _top_images(det, prep, path, chunk, scores, labels, n: int = 16):
 
 
 def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """Everything known about a saved model, from its JSON files (no arrays are loaded)."""
-    from vaegmm_jax.model_card import history_summary, read_model_card
+    """Everything known about a saved model, from its JSON files (no arrays are loaded), all
+    from the live version."""
+    from vaegmm_jax.checkpoint import _detector_class, _read_json, _read_meta, read_live
+    from vaegmm_jax.model_card import history_summary
     from vaegmm_jax.tabular_io import PREPROCESSING_FILE
 
-    p = Path(model_dir)
-    if not p.exists():
-        raise FileNotFoundError(f"no model folder {p}")
-    if not p.is_dir() or not _is_model_dir(p):
-        raise UsageError(f"{p} is not a model folder (no detector.json)")
-    try:
-        meta = json.loads((p / "detector.json").read_text())
-    except json.JSONDecodeError as err:
-        raise UsageError(f"{p / 'detector.json'} is corrupt: {err}") from err
-    prep_file = p / PREPROCESSING_FILE
-    prep = None
-    if prep_file.is_file():
-        try:
-            prep = json.loads(prep_file.read_text())
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{prep_file} is corrupt: {err}") from err
-    card = read_model_card(p) or {}
+    p = _check_model_dir(model_dir)
+
+    def read(live):
+        meta = _read_meta(live.folder)  # checked: a damaged file is named, with its field
+        _detector_class(meta["detector"], live.folder / "detector.json")
+        prep_file = live.folder / PREPROCESSING_FILE
+        prep = _read_json(prep_file) if prep_file.is_file() else None
+        if prep is not None and not isinstance(prep, dict):
+            raise UsageError(f"{prep_file} is corrupt: expected a JSON object")
+        return meta, prep, _read_card(live.folder) or {}, live
+
+    meta, prep, card, live = read_live(p.resolve(), read)
     history = meta.get("history") or {}
     return {
         "path": str(p.resolve()),
+        "version": live.version,
         "detector": meta.get("detector"),
         "config": meta.get("config"),
         "fit": meta.get("fit"),
@@ -780,6 +884,8 @@ def render_info(info: dict[str, Any]) -> str:
     training = info.get("training") or {}
     versions = info.get("versions") or {}
     lines = [f"model folder   {info['path']}"]
+    if info.get("version"):
+        lines.append(f"version        {info['version']} (the live one; its files are in that folder)")
     lines.append(f"detector       {info.get('detector')}  (saved by vaegmm_jax {versions.get('vaegmm_jax', '?')},"
                  f" checkpoint format {info.get('format_version')})")
     simple = {k: v for k, v in cfg.items() if not isinstance(v, dict)}
@@ -866,6 +972,7 @@ def cmd_demo(args) -> int:
 
     t0 = time.perf_counter()
     out = Path(args.out)
+    _check_parents(out, "--out")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     model_dir = out / "model"
@@ -959,11 +1066,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _perc(text: str) -> float:
+def _percentile_arg(text: str) -> float:
+    """--threshold-perc: a number in [0, 100], refused at parsing (before any training)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 100.0:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be a percentile in [0, 100], got {text}")
+    return value
+
+
+def _fraction_arg(text: str) -> float:
+    """--contamination: a number in (0, 1), refused at parsing (before any training)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be an outlier fraction in (0, 1), got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -1022,9 +1144,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=int, default=None, help="minibatch rows (default: the detector's, 128)")
     f.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate (library default 1e-3)")
     thr = f.add_mutually_exclusive_group()
-    thr.add_argument("--threshold-perc", type=_perc, default=None, metavar="P",
+    thr.add_argument("--threshold-perc", type=_percentile_arg, default=None, metavar="P",
                      help="threshold = P-th percentile of the training scores (default 95)")
-    thr.add_argument("--contamination", type=_perc, default=None, metavar="C",
+    thr.add_argument("--contamination", type=_fraction_arg, default=None, metavar="C",
                      help="expected outlier fraction in training data: threshold = (1 - C) quantile")
     f.add_argument("--seed", type=int, default=None, help="model seed (member i of an ensemble: seed + i)")
     f.add_argument("--members", type=_positive_int, default=None, metavar="M",

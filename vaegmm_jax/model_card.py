@@ -1,9 +1,10 @@
 """``model_card.json``: a human- and machine-readable description of a saved model.
 
-Written into the model folder beside the checkpoint (``detector.json`` +
-``arrays/``) by the command line; :func:`build_model_card` and
-:func:`write_model_card` can be used from Python after
-:func:`vaegmm_jax.save_detector` too (save first: saving replaces the folder).
+Written into the model folder's version beside the checkpoint (``detector.json`` +
+``arrays/``, see :mod:`vaegmm_jax.checkpoint`) by the command line, in the same atomic save.
+From Python do the same: ``save_detector(det, path, add_files=lambda version:
+write_model_card(version, build_model_card(det)))``, or write it into the live version's
+folder, ``checkpoint.resolve_checkpoint(path)`` (later saves carry it along).
 
 Sections: detector class and configuration, training settings, data (rows,
 row shape, feature names, source file), scaling, threshold and how it was

@@ -48,6 +48,9 @@ __all__ = [
     "load_preprocessing",
     "write_scores",
     "ScoreWriter",
+    "OUTPUT_COLUMNS",
+    "check_id_name",
+    "check_output_path",
 ]
 
 #: the JSON file, in the model folder, that holds scaling and column choices.
@@ -685,9 +688,26 @@ class Preprocessing:
         )
 
 
+def _version_folder(model_dir: str | os.PathLike) -> Path:
+    """The folder of the model's live version when ``model_dir`` is a versioned model folder
+    (it holds the pointer file), else ``model_dir`` itself (a version folder, an earlier
+    unversioned model folder, or any folder)."""
+    model_dir = Path(model_dir)
+    if (model_dir / "CURRENT").is_file():
+        from vaegmm_jax.checkpoint import resolve_checkpoint  # imports JAX: only when needed
+
+        return resolve_checkpoint(model_dir)
+    return model_dir
+
+
 def save_preprocessing(model_dir: str | os.PathLike, prep: Preprocessing) -> Path:
-    """Writes ``preprocessing.json`` into the model folder (after the detector is saved there)."""
-    path = Path(model_dir) / PREPROCESSING_FILE
+    """Writes ``preprocessing.json`` (atomically) into a model's folder.
+
+    Given a versioned model folder, it goes into the live version, in place. To write it
+    together with a new detector (one unit), pass ``add_files`` to
+    :func:`vaegmm_jax.save_detector` and call this on the folder it is given, as ``fit`` does.
+    """
+    path = _version_folder(model_dir) / PREPROCESSING_FILE
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(prep.to_dict(), indent=2))
     os.replace(tmp, path)
@@ -695,13 +715,17 @@ def save_preprocessing(model_dir: str | os.PathLike, prep: Preprocessing) -> Pat
 
 
 def load_preprocessing(model_dir: str | os.PathLike) -> Preprocessing | None:
-    """The saved preprocessing, or None when the folder has none (a model saved from Python)."""
-    path = Path(model_dir) / PREPROCESSING_FILE
+    """The saved preprocessing (of the live version, for a versioned model folder), or None
+    when there is none (a model saved from Python)."""
+    path = _version_folder(model_dir) / PREPROCESSING_FILE
     if not path.is_file():
         return None
     try:
-        return Preprocessing.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValueError, TypeError) as err:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        return Preprocessing.from_dict(data)
+    except (json.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as err:
         raise ValueError(f"{path} is corrupt: {_one_line(err)}") from err
 
 
@@ -711,6 +735,33 @@ def load_preprocessing(model_dir: str | os.PathLike) -> Preprocessing | None:
 
 
 _OUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
+#: the columns a score file has besides the identifier column
+OUTPUT_COLUMNS = ("score", "is_outlier")
+
+
+def check_id_name(id_name: str | None) -> None:
+    """Refuses an identifier column named like an output column: its values would be
+    overwritten by the scores (or the flags) in the output, silently losing the ids."""
+    if id_name is not None and str(id_name) in OUTPUT_COLUMNS:
+        raise ValueError(
+            f"the identifier column is named {id_name!r}, like an output column ({', '.join(OUTPUT_COLUMNS)}): "
+            "the ids would be lost in the score file; rename that column in the data"
+        )
+
+
+def check_output_path(path: str | os.PathLike) -> str:
+    """The output format of ``path``; ValueError when it cannot be written: an unknown
+    extension, an existing folder, or a parent folder that is a file (``afile/s.csv``)."""
+    p = Path(path)
+    fmt = output_format(p)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder, expected an output file name")
+    for parent in Path(os.path.abspath(p)).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"cannot write {p}: {parent} is a file, not a folder")
+            break
+    return fmt
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -730,10 +781,12 @@ class ScoreWriter:
 
     def __init__(self, path: str | os.PathLike, id_name: str | None):
         self.path = Path(path)
-        self.fmt = output_format(self.path)
-        if self.path.exists() and self.path.is_dir():
-            raise ValueError(f"{self.path} is a folder, expected an output file name")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fmt = check_output_path(self.path)
+        check_id_name(id_name)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # e.g. a parent that is a file, created since the check
+            raise ValueError(f"cannot create the folder of {self.path}: {_one_line(err)}") from err
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.id_name = id_name
         self.rows = 0
