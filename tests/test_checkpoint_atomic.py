@@ -299,7 +299,7 @@ while True:
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~90 s of process starts and 20 SIGKILLs on 2 cores (the CI budget); run with --runslow
 def test_sigkill_at_random_moments_of_resaves_never_breaks_the_model(models, tmp_path):
     a, _ = models
     src = tmp_path / "src"
