@@ -505,7 +505,8 @@ def save_detector(
     The previous version is kept until the next save (a reader may be mid-read).
 
     Args:
-      detector: a fitted detector.
+      detector: a fitted detector, or a fitted :mod:`vaegmm_jax.sklearn` estimator (its
+        detector is saved; :func:`load_detector` gives the detector back).
       path: the model folder (created if missing; an unversioned folder is converted).
       add_files: called as ``add_files(folder)`` with the new version's folder (a Path)
         after the checkpoint is written there and before it goes live: it writes the files
@@ -519,6 +520,7 @@ def save_detector(
     Returns:
       The model folder ``path`` (absolute).
     """
+    detector = _unwrap_estimator(detector)
     detector._check_fitted()
     if jax.process_index() != 0:
         # Orbax writes NumPy arrays from process 0 only: elsewhere the folder would lack them.
@@ -612,6 +614,21 @@ def save_detector(
         pass
     _step("old versions removed")
     return root
+
+
+def _unwrap_estimator(detector):
+    """The detector inside a scikit-learn style estimator (``detector_``), or the detector itself."""
+    from vaegmm_jax.detectors.base import BaseDetector
+    from vaegmm_jax.validation import NotFittedError
+
+    if isinstance(detector, BaseDetector):
+        return detector
+    if hasattr(detector, "get_params") and type(detector).__module__ == "vaegmm_jax.sklearn":
+        inner = getattr(detector, "detector_", None)
+        if inner is None:
+            raise NotFittedError(f"{type(detector).__name__} is not fitted: call fit(X) before saving it")
+        return inner
+    raise TypeError(f"save_detector saves a vaegmm_jax detector or estimator, got {type(detector).__name__}")
 
 
 def _carry_files(previous: LiveVersion | None, folder: Path, replace: set[str]) -> None:
