@@ -1066,26 +1066,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _percentile_arg(text: str) -> float:
-    """--threshold-perc: a number in [0, 100], refused at parsing (before any training)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 100.0:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"must be a percentile in [0, 100], got {text}")
-    return value
+def _number_arg(low: float, high: float, closed: bool, what: str):
+    """An argparse type: a number in [low, high] (``closed``) or (low, high), refused at parsing,
+    before any training (nan and inf never pass)."""
+    interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (low <= value <= high if closed else low < value < high):
+            raise argparse.ArgumentTypeError(f"must be {what} in {interval}, got {text}")
+        return value
+
+    return parse
 
 
-def _fraction_arg(text: str) -> float:
-    """--contamination: a number in (0, 1), refused at parsing (before any training)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be an outlier fraction in (0, 1), got {text}")
-    return value
+#: --threshold-perc and --contamination
+_percentile_arg = _number_arg(0.0, 100.0, True, "a percentile")
+_fraction_arg = _number_arg(0.0, 1.0, False, "an outlier fraction")
 
 
 def _positive_int(text: str) -> int:
