@@ -646,7 +646,7 @@ def _carry_files(previous: LiveVersion | None, folder: Path, replace: set[str]) 
 
 
 def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer)):
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
         return obj.item()
     if isinstance(obj, (np.ndarray, jax.Array)):
         return np.asarray(obj).tolist()
@@ -825,19 +825,14 @@ def _restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:
     meta_file = path / _META_FILE
     _verify_files(path, meta.get("array_files"), meta_file)
     flat = _read_arrays(path)
-    sample = np.zeros((2,) + tuple(meta["input_shape"]), np.float32)
     from vaegmm_jax import members
 
     n_members = det.n_members
-    try:
-        det._build(sample)
-        one = jax.eval_shape(lambda: det.model.init(jax.random.PRNGKey(0), jnp.asarray(sample)))
+    try:  # an ensemble's arrays carry a leading member axis
+        template = det.params_like(meta["input_shape"])
     except Exception as err:  # a hand-edited configuration or input shape the networks cannot take
         raise CheckpointError(f"{meta_file}: fields 'config' and 'input_shape' {meta['input_shape']} do not build a "
                               f"{type(det).__name__}: {_short(err)}") from err
-    # an ensemble's arrays carry a leading member axis
-    template = one if n_members == 1 else jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct((n_members,) + a.shape, a.dtype), one)
     det.params = _unflatten_like(template, flat, "params", where=str(path / _ARRAYS_DIR))
     try:
         det.set_extra_arrays(_group(flat))

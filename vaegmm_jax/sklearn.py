@@ -46,7 +46,6 @@ from numbers import Integral, Real
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -54,6 +53,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from vaegmm_jax.checkpoint import _apply_meta, _flatten, _json_default, _unflatten_like
 from vaegmm_jax.detectors.base import DEFAULT_LEARNING_RATE, flag_outliers, percentile_threshold
 from vaegmm_jax.detectors.gmm_detectors import SCORE_TYPES as GMM_SCORE_TYPES
 from vaegmm_jax.detectors.gmm_detectors import OutlierAEGMM, OutlierVAEGMM
@@ -384,7 +384,7 @@ def detector_state(detector) -> dict[str, Any]:
         "format": _STATE_FORMAT,
         "detector": name,
         "json": json.dumps(record, default=_json_default),
-        "params": _flatten(detector.params),
+        "params": _flatten(detector.params, "params"),
         "extra": _numpy_tree(detector.extra_arrays(), "extra_arrays"),
     }
 
@@ -401,51 +401,14 @@ def detector_from_state(state: dict[str, Any]):
                          f"{sorted(_DETECTOR_CLASSES)}")
     record = json.loads(state["json"])
     det = cls.from_config(record["config"])
-    # settings first: set_extra_arrays reads fit_config (the likelihood covariance's kind)
-    det.threshold = None if record["threshold"] is None else float(record["threshold"])
-    det.input_shape = tuple(record["input_shape"])
-    det.epochs_done = int(record["epochs_done"])
-    det.history = {k: list(v) for k, v in record["history"].items()}
-    det.fit_config = dict(record["fit"])
-    members = record["members"]
-    det.member_history = {k: [list(row) for row in v] for k, v in members["history"].items()}
-    det.member_failed_epoch = np.asarray(members["failed_epoch"], np.int64)
-    det.member_after_fit_ok = np.asarray(members["after_fit_ok"], bool)
-    # the parameters' tree structure comes from the rebuilt model (as checkpoint loading does)
-    sample = jnp.zeros((2,) + det.input_shape, jnp.float32)
-    det._build(np.zeros((2,) + det.input_shape, np.float32))
-    one = jax.eval_shape(lambda: det.model.init(jax.random.PRNGKey(0), sample))
-    template = one if det.n_members == 1 else jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct((det.n_members,) + tuple(a.shape), a.dtype), one)
-    det.params = _unflatten_like(template, state["params"])
+    # the same pieces a checkpoint load uses: settings first (set_extra_arrays reads fit_config,
+    # the likelihood covariance's kind), then the arrays into the rebuilt model's tree
+    _apply_meta(det, record)
+    det.params = _unflatten_like(det.params_like(det.input_shape), state["params"], "params",
+                                 where="the pickled estimator")
     det.set_extra_arrays(state["extra"])
     det._score_jit = {}
     return det
-
-
-def _path_name(path) -> str:
-    return jax.tree_util.keystr(path)
-
-
-def _flatten(tree) -> dict[str, np.ndarray]:
-    """{tree path (jax.tree_util.keystr): np.ndarray} of a pytree's leaves."""
-    return {_path_name(path): np.array(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflatten_like(template, flat: dict[str, np.ndarray]):
-    """The pytree shaped like ``template`` with the leaves of :func:`_flatten` (jax arrays)."""
-    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    names = [_path_name(path) for path, _ in paths_leaves]
-    if set(names) != set(flat):
-        raise ValueError(f"stored parameters do not fit the rebuilt model: missing "
-                         f"{sorted(set(names) - set(flat))[:3]}, unexpected {sorted(set(flat) - set(names))[:3]}")
-    leaves = []
-    for name, (_, leaf) in zip(names, paths_leaves):
-        value = flat[name]
-        if tuple(value.shape) != tuple(leaf.shape):
-            raise ValueError(f"stored parameter {name} has shape {value.shape}, the rebuilt model expects {leaf.shape}")
-        leaves.append(jnp.asarray(value, dtype=leaf.dtype))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _numpy_tree(tree, where: str):
@@ -455,16 +418,6 @@ def _numpy_tree(tree, where: str):
     if isinstance(tree, (np.ndarray, jax.Array, np.generic, float, int)):
         return np.array(tree)
     raise TypeError(f"{where} is a {type(tree).__name__}, not an array or a dict of arrays")
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        return np.asarray(obj).tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 __all__ = ["AUTO_CONTAMINATION", "DAGMMOutlierDetector", "VAEGMMOutlierDetector", "VAEOutlierDetector",

@@ -810,6 +810,14 @@ class BaseDetector:
     def _feature_score(self, X, batch_size: int):
         return None
 
+    def params_like(self, input_shape: tuple[int, ...]):
+        """The shapes of the parameters (``jax.ShapeDtypeStruct`` leaves, with the leading member
+        axis when M > 1) for rows of ``input_shape``: builds the model, initialises nothing."""
+        sample = np.zeros((2,) + tuple(input_shape), np.float32)
+        self._build(sample)
+        one = jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), jnp.asarray(sample)))
+        return jax.tree.map(lambda a: _with_members(a, self.n_members), one)
+
     # -- members -------------------------------------------------------------------------
     def with_seeds(self, seeds: int | Sequence[int]) -> "BaseDetector":
         """An unfitted copy of this (unfitted) detector whose members have ``seeds`` (one per member)."""
