@@ -83,3 +83,25 @@ def manifold_data(n_in: int = 1500, n_out: int = 75, n_features: int = 12, seed:
     x_test = np.concatenate([x_test_in, x_out]).astype(np.float32)
     y_test = np.r_[np.zeros(len(x_test_in)), np.ones(n_out)]
     return x_train.astype(np.float32), x_test, y_test
+
+
+class SaveCrash(BaseException):
+    """Stands for a kill at one step of a save (BaseException: nothing on the way catches it)."""
+
+
+def crash_save_at_step(monkeypatch, k: int) -> dict:
+    """The next save raises :class:`SaveCrash` at its step ``k`` (0-based, as counted by
+    ``checkpoint._step``), with its own clean-up disabled: what a kill there would leave.
+    Returns {'n': steps passed}."""
+    from vaegmm_jax import checkpoint
+
+    calls = {"n": 0}
+
+    def step(name):
+        if calls["n"] == k:
+            raise SaveCrash(name)
+        calls["n"] += 1
+
+    monkeypatch.setattr(checkpoint, "_step", step)
+    monkeypatch.setattr(checkpoint, "_discard", lambda p: None)  # a kill cleans nothing up
+    return calls

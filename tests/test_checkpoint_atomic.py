@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import vaegmm_jax as vj
+from tests.conftest import SaveCrash, crash_save_at_step
 from vaegmm_jax import checkpoint
 
 X = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
@@ -209,8 +210,6 @@ def test_readers_polling_during_resaves_never_fail(models, tmp_path):
 # --------------------------------------------------------------------------- #
 
 
-class Crash(BaseException):
-    """Stands for a kill: raised at one step, with the failed save's own clean-up disabled."""
 
 
 def _steps(monkeypatch, models, tmp_path, layout: str) -> list[str]:
@@ -242,16 +241,8 @@ def test_a_crash_at_any_step_leaves_the_old_or_the_new_model_and_the_next_save_c
             (live(path) / "model_card.json").write_text('{"card": "a"}')
         else:
             make_legacy(models, path)
-        calls = {"n": 0}
-
-        def step(name, k=k):
-            if calls["n"] == k:
-                raise Crash(name)
-            calls["n"] += 1
-
-        monkeypatch.setattr(checkpoint, "_step", step)
-        monkeypatch.setattr(checkpoint, "_discard", lambda p: None)  # a kill cleans nothing up
-        with pytest.raises(Crash):
+        crash_save_at_step(monkeypatch, k)
+        with pytest.raises(SaveCrash):
             vj.save_detector(b, path, add_files=lambda f: (f / "extra.txt").write_text("b"))
         monkeypatch.undo()
         det = vj.load_detector(path)

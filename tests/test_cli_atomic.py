@@ -15,6 +15,7 @@ import pytest
 pd = pytest.importorskip("pandas")
 
 from vaegmm_jax import checkpoint, cli, model_card, tabular_io  # noqa: E402
+from tests.conftest import SaveCrash, crash_save_at_step  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,6 @@ def assert_new_model_whole(out: Path) -> None:
     assert not (folder / "plots").exists()  # --no-plots: the old model's plots are not inherited
 
 
-class Crash(BaseException):
-    """Stands for a kill at one step of the save (the failed save's clean-up disabled)."""
 
 
 def test_a_fit_overwrite_that_fails_writing_any_part_leaves_the_old_model_whole(data, old_model, tmp_path,
@@ -105,15 +104,7 @@ def test_a_fit_overwrite_killed_at_any_step_leaves_the_old_or_the_new_model_whol
     # just before and just after the pointer moves (failures while the files are written: the test above;
     # every step of a save: tests/test_checkpoint_atomic.py)
     for k in (moved_at - 1, moved_at):
-        calls = {"n": 0}
-
-        def step(name, k=k):
-            if calls["n"] == k:
-                raise Crash(name)
-            calls["n"] += 1
-
-        monkeypatch.setattr(checkpoint, "_step", step)
-        monkeypatch.setattr(checkpoint, "_discard", lambda p: None)
+        calls = crash_save_at_step(monkeypatch, k)
         # main reports any exception (exit 1); the debris a kill would leave stays behind
         assert cli.main(fit_args(data, out, "standard", "--overwrite", "--no-plots")) == 1
         assert calls["n"] == k  # it stopped at step k
@@ -135,7 +126,7 @@ def test_a_killed_first_fit_leaves_a_folder_that_the_next_fit_reuses(data, tmp_p
 
     def step(name):
         if name == "files added":
-            raise Crash(name)
+            raise SaveCrash(name)
 
     monkeypatch.setattr(checkpoint, "_step", step)
     monkeypatch.setattr(checkpoint, "_discard", lambda p: None)

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vaegmm_jax.members import over_members
+
 # Per-program XLA options for programs that run once per fit (initialisation, the mixture
 # fit): on GPUs, Triton GEMM autotuning of their tiny matmuls took seconds of compile time
 # for microseconds of run time. Ignored by other backends. Never set globally.
@@ -228,8 +230,6 @@ def make_epoch_runner(
       stop () int32 epoch indices. A failed member keeps its last good parameters and stops.
       Jit it with ``donate_argnums=0``.
     """
-    from vaegmm_jax.members import over_members
-
     v_epoch = over_members(train_epoch, (0, 0 if member_data else None, 0), n_members, group_size)
     v_epoch_key = epoch_key if n_members == 1 else jax.vmap(epoch_key, in_axes=(0, None))
 
