@@ -1,6 +1,6 @@
 """Accuracy table: the DAGMM paper protocol and friends, mean +- std over many seeds.
 
-Runs the protocols of :mod:`vaegmm_jax.protocols` on the real data sets and writes a
+Runs the protocols of :mod:`vaegmm_jax.evaluation.protocols` on the real data sets and writes a
 Markdown report (default ``benchmarks/ACCURACY.md``):
 
 * DAGMM paper protocol on KDDCUP, Thyroid, Arrhythmia and KDDCUP-Rev for DAGMM (the
@@ -11,7 +11,7 @@ Markdown report (default ``benchmarks/ACCURACY.md``):
 * alibi-detect's KDD example protocol;
 * contaminated MNIST (the teaching notebook).
 
-All seeds of a detector train as one vmapped JAX program (vaegmm_jax.multiseed), with
+All seeds of a detector train as one vmapped JAX program (vaegmm_jax.evaluation.multiseed), with
 the data resident on the device. Usage::
 
     VAEGMM_DATA=../shared/data python benchmarks/accuracy.py                 # the full run (GPU)
@@ -116,7 +116,7 @@ def parse_args(argv=None):
     ap.add_argument("--kernel-init", default=None, choices=("lecun_normal", "glorot_uniform", "torch_uniform"),
                     help="weight initialiser of every dense deep detector (default: each preset's own; "
                          "see vaegmm_jax.nets.dense.KERNEL_INITS)")
-    # vaegmm_jax.protocols.SCALINGS, spelled out for the same reason
+    # vaegmm_jax.evaluation.protocols.SCALINGS, spelled out for the same reason
     ap.add_argument("--scaling", default="minmax", choices=("minmax", "standardize", "none"),
                     help="input transform of the DAGMM-protocol rows (main table and contaminated KDDCUP), "
                          "fitted on each run's training rows: minmax = the paper's (default)")
@@ -217,7 +217,7 @@ class Runner:
     def _train(self, data, spec, label: str) -> tuple[list[dict], int]:
         """Every run of ``data``: stored ones from the run store, the others trained (``seed_chunk``
         seeds per program, each chunk stored as it finishes). Returns (rows in seed order, reused)."""
-        from vaegmm_jax import protocols
+        from vaegmm_jax.evaluation import protocols
 
         done = {}
         if self.store is not None:
@@ -258,7 +258,7 @@ class Runner:
         return [done[s] for s in data.seeds], data.n_seeds - len(missing)
 
     def _run(self, data, spec, label: str) -> dict:
-        from vaegmm_jax import protocols
+        from vaegmm_jax.evaluation import protocols
 
         t0 = time.perf_counter()
         try:
@@ -312,7 +312,7 @@ def _init_kw(args) -> dict:
 
 
 def _specs_for(preset_name: str, detectors, args):
-    from vaegmm_jax import protocols
+    from vaegmm_jax.evaluation import protocols
 
     scale = args.epochs_scale
     quick_epochs = {"epochs": 2} if args.quick else {}
@@ -338,7 +338,7 @@ def _specs_for(preset_name: str, detectors, args):
 
 
 def _load(name: str, args, cache: dict):
-    from vaegmm_jax import datasets
+    from vaegmm_jax.data import datasets
 
     if name in cache:
         return cache[name]
@@ -365,7 +365,7 @@ def _desc_lines(descriptions: dict) -> list[str]:
 
 
 def submit_dagmm(runner: Runner, args, cache) -> dict:
-    from vaegmm_jax import protocols
+    from vaegmm_jax.evaluation import protocols
 
     plan = {"datasets": [], "info": {}, "descriptions": {}}
     # the small data sets train longest (20,000 / 10,000 epochs): queue them first
@@ -420,7 +420,7 @@ def render_dagmm(runner: Runner, args, plan) -> str:
 
 
 def submit_contaminated(runner: Runner, args, cache) -> dict:
-    from vaegmm_jax import protocols
+    from vaegmm_jax.evaluation import protocols
 
     seeds = args.contam_seeds or args.seeds
     ds = _load("kddcup", args, cache)
@@ -458,7 +458,8 @@ def render_contaminated(runner: Runner, args, plan) -> str:
 
 
 def submit_alibi(runner: Runner, args, cache) -> dict:
-    from vaegmm_jax import presets, protocols
+    from vaegmm_jax.detectors import presets
+    from vaegmm_jax.evaluation import protocols
 
     ds = _load("alibi", args, cache)
     kw = dict(n_train=5000) if args.quick else {}
@@ -508,7 +509,7 @@ def render_alibi(runner: Runner, args, plan) -> str:
 def submit_mnist(runner: Runner, args, cache) -> dict:
     import jax
 
-    from vaegmm_jax import protocols
+    from vaegmm_jax.evaluation import protocols
 
     mn = _load("mnist", args, cache)
     images, labels = mn.images, mn.labels
@@ -598,7 +599,7 @@ def main(argv=None) -> int:
     import jax
 
     if not args.xla_autotune:  # the library autotunes its epoch programs (level 1) by default
-        from vaegmm_jax import training
+        from vaegmm_jax.engine import training
 
         training.EPOCH_COMPILER_OPTIONS = {"xla_gpu_autotune_level": 0}
     if args.xla_cache.lower() != "none":
@@ -630,7 +631,7 @@ def main(argv=None) -> int:
     finally:
         runner.close()
     total = time.perf_counter() - t0
-    from vaegmm_jax.protocols import SCALINGS  # JAX is loaded by now
+    from vaegmm_jax.evaluation.protocols import SCALINGS  # JAX is loaded by now
 
     cmd = "python " + " ".join(shlex.quote(a) for a in ([os.path.relpath(sys.argv[0], os.getcwd())] + sys.argv[1:]))
     header = [

@@ -29,7 +29,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import host_info, write_result  # noqa: E402
 
-from vaegmm_jax import multiseed  # noqa: E402
+from vaegmm_jax.evaluation import multiseed  # noqa: E402
 from vaegmm_jax.detectors import OutlierVAE  # noqa: E402
 from vaegmm_jax.nets import conv as conv_nets  # noqa: E402
 from vaegmm_jax.nets import conv_ops  # noqa: E402

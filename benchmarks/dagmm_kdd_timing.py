@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     import optax
 
     import vaegmm_jax as vj
-    from vaegmm_jax import training
+    from vaegmm_jax.engine import training
 
     if args.epoch_compiler_options is not None:
         training.EPOCH_COMPILER_OPTIONS = json.loads(args.epoch_compiler_options)

@@ -26,7 +26,7 @@ import numpy as np
 
 import common
 import vaegmm_jax as vj
-from vaegmm_jax import presets
+from vaegmm_jax.detectors import presets
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "vae
 from suite import load_set, split
 from sklearn.metrics import roc_auc_score
 from vaegmm_jax import OutlierVAEGMM, OutlierAEGMM
-from vaegmm_jax.presets import PAPER_SCORING
+from vaegmm_jax.detectors.presets import PAPER_SCORING
 from vaegmm_jax.core import gmm as G
 
 def _mse(x, r): return jnp.mean((x - r) ** 2, axis=-1)

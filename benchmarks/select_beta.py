@@ -1,6 +1,6 @@
 """Choose VAEGMM's KL weight (beta) on a validation split of the DAGMM protocol's train half.
 
-No test row is used: :func:`vaegmm_jax.protocols.dagmm_validation_runs` trains on the
+No test row is used: :func:`vaegmm_jax.evaluation.protocols.dagmm_validation_runs` trains on the
 fit normals of the train half and evaluates on its validation normals plus the train
 half's anomalies (which the protocol never trains on), with the protocol's threshold
 rule. Use seeds other than the reported ones (the accuracy table reports 0..19; the
@@ -33,7 +33,7 @@ def add_validation_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--val-anomaly-ratio", type=float, default=None,
                     help="anomaly ratio of the validation set (default: keep every train-half anomaly)")
     ap.add_argument("--scaling", choices=("minmax", "standardize", "none"), default="minmax",
-                    help="input transform fitted on the fit rows (vaegmm_jax.protocols.SCALINGS; default: the paper's)")
+                    help="input transform fitted on the fit rows (vaegmm_jax.evaluation.protocols.SCALINGS; default: the paper's)")
     ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
     ap.add_argument("--json", default=None, help="write every run's result dict here")
 
@@ -61,7 +61,8 @@ def validation_data(args):
     """The validation runs of ``args.dataset`` (seeds ``args.first_seed`` ..), printed."""
     if args.data is None and not os.environ.get("VAEGMM_DATA"):
         raise SystemExit("set VAEGMM_DATA to the data folder (e.g. ../shared/data) or pass --data")
-    from vaegmm_jax import datasets, protocols
+    from vaegmm_jax.data import datasets
+    from vaegmm_jax.evaluation import protocols
 
     name = args.dataset
     if name in ("kddcup", "kddcup_rev"):
@@ -80,7 +81,7 @@ def validation_data(args):
 
 def run_and_report(data, specs, json_path=None) -> None:
     """Runs each spec on the validation runs; prints one table row per spec (and per-seed F1)."""
-    from vaegmm_jax import protocols
+    from vaegmm_jax.evaluation import protocols
 
     rows, all_runs = [], []
     for spec in specs:
@@ -105,7 +106,7 @@ def run_and_report(data, specs, json_path=None) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vaegmm_jax import protocols
+    from vaegmm_jax.evaluation import protocols
 
     data = validation_data(args)
     name = args.dataset

@@ -8,7 +8,7 @@ U(+-1/sqrt(fan_in))). This runs a detector with each on the same validation runs
     VAEGMM_DATA=../shared/data python benchmarks/select_init.py --dataset kddcup \\
         --inits lecun_normal,glorot_uniform --seeds 5
 
-A preset's choice lives in its ``kernel_init`` field (``vaegmm_jax.presets``).
+A preset's choice lives in its ``kernel_init`` field (``vaegmm_jax.detectors.presets``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from accuracy import VAEGMM_BETA
 
-    from vaegmm_jax import protocols
+    from vaegmm_jax.evaluation import protocols
 
     data = validation_data(args)
     kw = dict(epochs_scale=args.epochs_scale)

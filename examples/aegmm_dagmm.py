@@ -1,4 +1,4 @@
-"""DAGMM (OutlierAEGMM) with the paper's settings from ``vaegmm_jax.presets``.
+"""DAGMM (OutlierAEGMM) with the paper's settings from ``vaegmm_jax.detectors.presets``.
 
 Default: synthetic data (inliers on a curved 2-D manifold in 20 dimensions, 5% outliers
 off it) with the KDDCUP architecture. With ``VAEGMM_DATA`` set: ODDS Thyroid with the
@@ -20,14 +20,16 @@ import time
 import numpy as np
 import optax
 
-from vaegmm_jax import metrics, presets
+from vaegmm_jax.evaluation import metrics
+
+from vaegmm_jax.detectors import presets
 
 
 def load(seed: int = 0):
     """(X_train, X_test, y_test, preset, description)."""
     rng = np.random.default_rng(seed)
     if os.environ.get("VAEGMM_DATA"):
-        from vaegmm_jax import datasets
+        from vaegmm_jax.data import datasets
 
         ds = datasets.load_odds("thyroid")
         idx = rng.permutation(len(ds.X))

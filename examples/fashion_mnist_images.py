@@ -19,7 +19,8 @@ import numpy as np
 import optax
 
 import vaegmm_jax as vj
-from vaegmm_jax import datasets, metrics
+from vaegmm_jax.data import datasets
+from vaegmm_jax.evaluation import metrics
 from vaegmm_jax.nets import conv
 
 
@@ -49,7 +50,7 @@ def main():
     prf = metrics.precision_recall_f1(y_test[hold], (scores[hold] >= threshold).astype(int))
     print(f"validation F1 {f1_val:.3f}; held-out precision {prf.precision:.3f} recall {prf.recall:.3f} "
           f"F1 {prf.f1:.3f}; AUROC {metrics.auroc(y_test, scores):.3f}   (notebook: F1 ~0.275 on MNIST)")
-    from vaegmm_jax import plots
+    from vaegmm_jax.evaluation import plots
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "top_outliers.png")

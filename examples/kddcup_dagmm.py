@@ -2,7 +2,7 @@
 
 Protocol (Zong et al. 2018): random 50/50 split; train only on the non-`normal.` rows of the
 train half (in this protocol the `normal.` traffic, 20%, is the anomaly class); flag the top
-20% of test energies. 118 one-hot + numeric columns (see vaegmm_jax.datasets), continuous
+20% of test energies. 118 one-hot + numeric columns (see vaegmm_jax.data.datasets), continuous
 columns min-max scaled on the training rows only.
 
     VAEGMM_DATA=../shared/data python examples/kddcup_dagmm.py --epochs 10
@@ -14,7 +14,11 @@ import time
 
 import numpy as np
 
-from vaegmm_jax import datasets, metrics, presets
+from vaegmm_jax.data import datasets
+
+from vaegmm_jax.evaluation import metrics
+
+from vaegmm_jax.detectors import presets
 
 
 def main():

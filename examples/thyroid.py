@@ -12,7 +12,9 @@ import optax
 from sklearn.ensemble import IsolationForest
 
 import vaegmm_jax as vj
-from vaegmm_jax import datasets, metrics, presets
+from vaegmm_jax.data import datasets
+from vaegmm_jax.evaluation import metrics
+from vaegmm_jax.detectors import presets
 
 
 def main():

@@ -19,14 +19,14 @@ import numpy as np
 import optax
 
 import vaegmm_jax as vj
-from vaegmm_jax import metrics
+from vaegmm_jax.evaluation import metrics
 
 
 def tabular(seed: int = 0):
     """(X_train, X_test, y_test, description)."""
     rng = np.random.default_rng(seed)
     if os.environ.get("VAEGMM_DATA"):
-        from vaegmm_jax import datasets
+        from vaegmm_jax.data import datasets
 
         ds = datasets.load_odds("thyroid")
         idx = rng.permutation(len(ds.X))

@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 
-from vaegmm_jax import metrics, presets
+from vaegmm_jax.evaluation import metrics
+
+from vaegmm_jax.detectors import presets
 
 
 def batch(x_in, x_out, n, frac, rng):
@@ -33,7 +35,7 @@ def load(seed: int = 0):
     """(X_train, (X_threshold, y_threshold), (X_test, y_test), description)."""
     rng = np.random.default_rng(seed)
     if os.environ.get("VAEGMM_DATA"):
-        from vaegmm_jax import datasets
+        from vaegmm_jax.data import datasets
 
         ds = datasets.load_kddcup99(protocol="alibi")
         normal, attack = ds.X[ds.y == 0], ds.X[ds.y == 1]

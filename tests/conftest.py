@@ -93,7 +93,7 @@ def crash_save_at_step(monkeypatch, k: int) -> dict:
     """The next save raises :class:`SaveCrash` at its step ``k`` (0-based, as counted by
     ``checkpoint._step``), with its own clean-up disabled: what a kill there would leave.
     Returns {'n': steps passed}."""
-    from vaegmm_jax import checkpoint
+    from vaegmm_jax.io import checkpoint
 
     calls = {"n": 0}
 

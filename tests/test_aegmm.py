@@ -15,7 +15,7 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
-from vaegmm_jax.presets import PAPER_SCORING
+from vaegmm_jax.detectors.presets import PAPER_SCORING
 from tests.conftest import manifold_split
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.models import LossWeights, gmm_autoencoder_loss, squared_error_sum

@@ -12,7 +12,7 @@ from flax import nnx
 
 import vaegmm_jax as vj
 from tests.conftest import manifold_data
-from vaegmm_jax import checkpoint
+from vaegmm_jax.io import checkpoint
 
 X_TRAIN, X_TEST, _ = manifold_data(n_in=512, n_out=20, seed=3)
 KW = dict(n_gmm=2, latent_dim=2, seed=5, hidden=(8, 4))

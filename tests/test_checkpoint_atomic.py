@@ -23,7 +23,7 @@ import pytest
 
 import vaegmm_jax as vj
 from tests.conftest import SaveCrash, crash_save_at_step
-from vaegmm_jax import checkpoint
+from vaegmm_jax.io import checkpoint
 
 X = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
 # the two models every test swaps: told apart by their thresholds

@@ -353,7 +353,7 @@ def test_demo_end_to_end(demo_run):
 
 
 def test_chunked_reading_equals_whole_file(tmp_path):
-    from vaegmm_jax import tabular_io as tio
+    from vaegmm_jax.io import tables as tio
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(53, N_FEATURES)).astype(np.float32)
@@ -394,7 +394,7 @@ def test_fit_and_score_an_ensemble(work, tmp_path):
 
     det = load_detector(model)
     assert det.n_members == 3
-    from vaegmm_jax.tabular_io import Scaler
+    from vaegmm_jax.io.tables import Scaler
 
     scaler = Scaler.from_dict(json.loads((live(model) / "preprocessing.json").read_text())["scaler"])
     expected = det.score(scaler.transform(work["X_test"]))

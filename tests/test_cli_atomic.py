@@ -14,7 +14,9 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from vaegmm_jax import checkpoint, cli, model_card, tabular_io  # noqa: E402
+from vaegmm_jax.io import checkpoint, model_card, tables as tabular_io  # noqa: E402
+
+from vaegmm_jax.cli import app as cli
 from tests.conftest import SaveCrash, crash_save_at_step  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Tests for vaegmm_jax.datasets.
+"""Tests for vaegmm_jax.data.datasets.
 
 Real-data tests read the folder named by VAEGMM_DATA and skip, with a reason,
 when it is unset or missing. Everything else runs on small synthetic files.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from vaegmm_jax import datasets as ds
+from vaegmm_jax.data import datasets as ds
 
 KDD_REL = "kddcup99/kddcup.data_10_percent.gz"
 

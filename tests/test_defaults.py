@@ -7,10 +7,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
-from vaegmm_jax import presets
+from vaegmm_jax.detectors import presets
 from vaegmm_jax.core import scaling
 from vaegmm_jax.detectors import base
-from vaegmm_jax.model_card import build_model_card
+from vaegmm_jax.io.model_card import build_model_card
 
 
 def three_clusters(seed=0, n_train=1500, n_test=300, n_out=60, dim=20):

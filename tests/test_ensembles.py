@@ -9,13 +9,13 @@ import optax
 import pytest
 
 import vaegmm_jax as vj
-from vaegmm_jax import model_card
-from vaegmm_jax import members, training
+from vaegmm_jax.io import model_card
+from vaegmm_jax.engine import members, training
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.detectors.base import FitOptions, NonFiniteLossError
 from vaegmm_jax.detectors.gmm_detectors import _mixture_chunk, mixture_from_device_array
 from vaegmm_jax.models.gmm_autoencoder import LOSS_TERMS, LossWeights, gmm_autoencoder_loss, squared_error_sum
-from vaegmm_jax.presets import PAPER_SCORING
+from vaegmm_jax.detectors.presets import PAPER_SCORING
 
 
 def _data(n=160, n_test=40, f=5, seed=0):

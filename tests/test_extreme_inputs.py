@@ -161,7 +161,7 @@ def test_import_does_not_start_the_jax_backend():
     import subprocess
     import sys
 
-    code = ("import jax._src.xla_bridge as xb, vaegmm_jax, vaegmm_jax.cli, vaegmm_jax.multiseed; "
+    code = ("import jax._src.xla_bridge as xb, vaegmm_jax, vaegmm_jax.cli, vaegmm_jax.evaluation.multiseed; "
             "assert not xb.backends_are_initialized(), 'importing vaegmm_jax started the JAX backend'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

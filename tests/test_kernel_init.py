@@ -11,7 +11,7 @@ from flax import linen as nn
 
 import vaegmm_jax as vj
 from tests.conftest import manifold_data
-from vaegmm_jax import presets
+from vaegmm_jax.detectors import presets
 from vaegmm_jax.nets import dense
 
 

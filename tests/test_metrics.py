@@ -1,4 +1,4 @@
-"""Tests for vaegmm_jax.metrics: against scikit-learn and hand-computed cases."""
+"""Tests for vaegmm_jax.evaluation.metrics: against scikit-learn and hand-computed cases."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from vaegmm_jax import metrics as M
+from vaegmm_jax.evaluation import metrics as M
 
 
 def _random_case(seed: int, n: int = 500, rate: float = 0.2):

@@ -1,4 +1,4 @@
-"""Multi-seed training (vaegmm_jax.multiseed, a layer over the ensemble engine): seed i of one
+"""Multi-seed training (vaegmm_jax.evaluation.multiseed, a layer over the ensemble engine): seed i of one
 vmapped program == a single detector with seed=i."""
 
 import os
@@ -13,10 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from vaegmm_jax import OutlierAEGMM, OutlierVAEGMM, training
-from vaegmm_jax.members import split_devices
-from vaegmm_jax.multiseed import fit_many, score_many
-from vaegmm_jax.presets import PAPER_SCORING
+from vaegmm_jax import OutlierAEGMM, OutlierVAEGMM
+
+from vaegmm_jax.engine import training
+from vaegmm_jax.engine.members import split_devices
+from vaegmm_jax.evaluation.multiseed import fit_many, score_many
+from vaegmm_jax.detectors.presets import PAPER_SCORING
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,8 +173,8 @@ import re, jax, numpy as np, optax
 import tests.conftest  # noqa: F401  (the suite's persistent compilation cache)
 import vaegmm_jax.detectors.base as engine
 from vaegmm_jax import OutlierAEGMM
-from vaegmm_jax.multiseed import fit_many, score_many
-from vaegmm_jax.presets import PAPER_SCORING
+from vaegmm_jax.evaluation.multiseed import fit_many, score_many
+from vaegmm_jax.detectors.presets import PAPER_SCORING
 
 devs = jax.devices()
 assert len(devs) == 4, devs

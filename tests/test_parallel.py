@@ -75,7 +75,7 @@ def test_initialisation_on_another_device_gives_the_same_fit_on_the_detectors_de
     code = f"""
     import jax, numpy as np, optax
     import vaegmm_jax as vj
-    from vaegmm_jax import training
+    from vaegmm_jax.engine import training
     from tests.conftest import manifold_data
     X, XT, _ = manifold_data(n_in=256, n_out=16, seed=6)
     devices = jax.devices()[1:3]
@@ -107,7 +107,7 @@ def test_initialisation_on_another_device_with_one_training_device(tmp_path):
     code = f"""
     import jax, numpy as np, optax
     import vaegmm_jax as vj
-    from vaegmm_jax import training
+    from vaegmm_jax.engine import training
     from tests.conftest import manifold_data
     X, XT, _ = manifold_data(n_in=256, n_out=16, seed=6)
     out = {{}}

@@ -1,4 +1,4 @@
-"""vaegmm_jax.plots: valid, non-blank PNGs, headless, without touching matplotlib's global state.
+"""vaegmm_jax.evaluation.plots: valid, non-blank PNGs, headless, without touching matplotlib's global state.
 
 One small detector is fitted for the module (few epochs) to exercise the mixture
 scatter through ``model.sampled_mixture_inputs``; the other plots take arrays.
@@ -11,7 +11,7 @@ import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
 
-from vaegmm_jax import plots  # noqa: E402
+from vaegmm_jax.evaluation import plots  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

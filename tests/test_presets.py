@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
-from vaegmm_jax import presets
+from vaegmm_jax.detectors import presets
 
 # (preset, encoder widths F->..., latent, K, estimation input D, epochs, batch) from the paper's
 # section 4.2 (REFERENCE section 2, "Paper settings").

@@ -1,11 +1,15 @@
-"""Evaluation protocols (vaegmm_jax.protocols): seeded disjoint splits, contamination, metrics, real-data smoke."""
+"""Evaluation protocols (vaegmm_jax.evaluation.protocols): seeded disjoint splits, contamination, metrics, real-data smoke."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from vaegmm_jax import datasets, presets, protocols
+from vaegmm_jax.data import datasets
+
+from vaegmm_jax.detectors import presets
+
+from vaegmm_jax.evaluation import protocols
 
 
 def _labels(n_normal=900, n_anom=100, seed=0):

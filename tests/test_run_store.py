@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaegmm_jax import presets, protocols
+from vaegmm_jax.detectors import presets
+
+from vaegmm_jax.evaluation import protocols
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import accuracy  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaegmm_jax import protocols
+from vaegmm_jax.evaluation import protocols
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import run_store  # noqa: E402

@@ -270,7 +270,7 @@ def test_grid_search_with_two_processes(data, monkeypatch):
 def test_save_detector_accepts_an_estimator(data, fitted, tmp_path):
     """save_detector stores the estimator's detector; load_detector gives that detector back."""
     from vaegmm_jax import load_detector, save_detector
-    from vaegmm_jax.validation import NotFittedError
+    from vaegmm_jax.engine.validation import NotFittedError
 
     est = fitted("dagmm")
     save_detector(est, tmp_path / "m")

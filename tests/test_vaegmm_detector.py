@@ -10,7 +10,7 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
-from vaegmm_jax.presets import PAPER_SCORING
+from vaegmm_jax.detectors.presets import PAPER_SCORING
 from tests.conftest import manifold_data
 
 X_TRAIN, X_TEST, Y_TEST = manifold_data()
@@ -214,7 +214,7 @@ def test_initialisation_compile_options_give_bit_identical_parameters():
     parameters must be exactly those of a default compile, or results would depend on it."""
     import optax
 
-    from vaegmm_jax import training
+    from vaegmm_jax.engine import training
 
     det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(8, 4), seed=5, recon_features="dagmm", **PAPER_SCORING)
     det._build(X_TRAIN[:8])

@@ -53,7 +53,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from vaegmm_jax.checkpoint import _apply_meta, _flatten, _json_default, _unflatten_like
+from vaegmm_jax.io.checkpoint import apply_meta, flatten_tree, json_default, unflatten_like
 from vaegmm_jax.detectors.base import DEFAULT_LEARNING_RATE, flag_outliers, percentile_threshold
 from vaegmm_jax.detectors.gmm_detectors import SCORE_TYPES as GMM_SCORE_TYPES
 from vaegmm_jax.detectors.gmm_detectors import OutlierAEGMM, OutlierVAEGMM
@@ -383,8 +383,8 @@ def detector_state(detector) -> dict[str, Any]:
     return {
         "format": _STATE_FORMAT,
         "detector": name,
-        "json": json.dumps(record, default=_json_default),
-        "params": _flatten(detector.params, "params"),
+        "json": json.dumps(record, default=json_default),
+        "params": flatten_tree(detector.params, "params"),
         "extra": _numpy_tree(detector.extra_arrays(), "extra_arrays"),
     }
 
@@ -403,11 +403,11 @@ def detector_from_state(state: dict[str, Any]):
     det = cls.from_config(record["config"])
     # the same pieces a checkpoint load uses: settings first (set_extra_arrays reads fit_config,
     # the likelihood covariance's kind), then the arrays into the rebuilt model's tree
-    _apply_meta(det, record)
-    det.params = _unflatten_like(det.params_like(det.input_shape), state["params"], "params",
+    apply_meta(det, record)
+    det.params = unflatten_like(det.params_like(det.input_shape), state["params"], "params",
                                  where="the pickled estimator")
     det.set_extra_arrays(state["extra"])
-    det._score_jit = {}
+    det.clear_compiled()
     return det
 
 

@@ -6,3 +6,7 @@ from vaegmm_jax.detectors.vae_detector import OutlierVAE
 
 __all__ = ["BaseDetector", "NonFiniteLossError", "OutlierAEGMM", "OutlierVAEGMM", "default_optimizer", "fit_mixture"]
 __all__ += ["OutlierVAE"]
+from vaegmm_jax.detectors import presets
+from vaegmm_jax.detectors.loading import load_detector
+
+__all__ += ["presets", "load_detector"]

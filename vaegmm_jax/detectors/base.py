@@ -21,10 +21,12 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vaegmm_jax import members, parallel, training
+from vaegmm_jax.engine import members, parallel, training
+from vaegmm_jax._version import __version__
 from vaegmm_jax.core import scaling
-from vaegmm_jax.streaming import effective_chunk_size, map_chunks
-from vaegmm_jax.validation import NotFittedError, check_array, check_percentile, check_positive_int
+from vaegmm_jax.io.checkpoint import restore_training_state, save_detector
+from vaegmm_jax.engine.streaming import effective_chunk_size, map_chunks
+from vaegmm_jax.engine.validation import NotFittedError, check_array, check_percentile, check_positive_int
 
 #: rows per scoring chunk (padded, fixed shape) when none is given: small enough to stay
 #: in CPU caches (the L decoded samples of a 2k-row chunk are ~10 MB), large enough to
@@ -99,7 +101,7 @@ class FitOptions:
       epochs_per_call: epochs per jitted call (one host sync per call; the progress bar and
         ``checkpoint_every`` see call boundaries only).
       member_group_size: train and score the members in groups of this many, one group after
-        the other in one program (see :func:`vaegmm_jax.members.over_members`); one device only.
+        the other in one program (see :func:`vaegmm_jax.engine.members.over_members`); one device only.
       allow_zero_epochs: ``epochs=0`` gives the untrained, randomly initialised model with its
         after-fit state (the random-initialisation baseline).
     """
@@ -116,12 +118,6 @@ class FitOptions:
         check_positive_int(self.epochs_per_call, "epochs_per_call")
         if self.member_group_size is not None:
             check_positive_int(self.member_group_size, "member_group_size")
-
-
-def _library_version() -> str:
-    from vaegmm_jax import __version__
-
-    return __version__
 
 
 class BaseDetector:
@@ -175,7 +171,7 @@ class BaseDetector:
             "detector_type": "outlier",
             "data_type": data_type,
             "online": False,
-            "version": _library_version(),
+            "version": __version__,
         }
 
     # -- hooks for subclasses ------------------------------------------------------------
@@ -255,7 +251,7 @@ class BaseDetector:
         """The fit engine: trains the M members as one program, then fixes the after-fit state.
 
         Every fit goes through here: a single detector (M = 1), an ensemble, and
-        :func:`vaegmm_jax.multiseed.fit_many` (``options``).
+        :func:`vaegmm_jax.evaluation.multiseed.fit_many` (``options``).
         """
         fit_started = time.perf_counter()
         options = FitOptions() if options is None else options
@@ -302,10 +298,8 @@ class BaseDetector:
         if resume:
             if checkpoint_dir is None:
                 raise ValueError("resume=True needs checkpoint_dir")
-            from vaegmm_jax.checkpoint import _restore_into
-
             if os.path.exists(checkpoint_dir):
-                _restore_into(self, checkpoint_dir, optimizer=optimizer)
+                restore_training_state(self, checkpoint_dir, optimizer=optimizer)
         if member_data:
             if self.resolved_scaler_kind(X_rows) is not None:
                 raise ValueError(
@@ -600,7 +594,12 @@ class BaseDetector:
         raise NotImplementedError
 
     # -- scoring -------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
+    def clear_compiled(self) -> None:
+        """Drops the compiled score programs (after the parameters or settings they were built
+        for change: a load, a new scoring kernel); the next score compiles afresh."""
+        self._score_jit = {}
+
+    def check_fitted(self) -> None:
         if self.params is None or self.model is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(X) or load_detector(path) first")
 
@@ -640,7 +639,7 @@ class BaseDetector:
         Returns:
           (N,) float32 scores.
         """
-        self._check_fitted()
+        self.check_fitted()
         batch_size = default_score_batch(self.n_members) if batch_size is None else check_positive_int(
             batch_size, "batch_size")
         if compute_dtype not in ("float32", "bfloat16"):
@@ -674,7 +673,7 @@ class BaseDetector:
         Returns:
           (M, N) float32 scores, higher = more anomalous (M = 1: one row).
         """
-        self._check_fitted()
+        self.check_fitted()
         batch_size = default_score_batch(self.n_members) if batch_size is None else check_positive_int(
             batch_size, "batch_size")
         if compute_dtype not in ("float32", "bfloat16"):
@@ -797,7 +796,7 @@ class BaseDetector:
           (N, *S), 'is_outlier': int64 (N,)}}; is_outlier = score > threshold (strict), and a score
           that is not a number is never reported as an inlier.
         """
-        self._check_fitted()
+        self.check_fitted()
         check_threshold(self)
         scores = self.score(X, batch_size=batch_size, key=key)
         data = {
@@ -833,7 +832,7 @@ class BaseDetector:
     def member(self, i: int) -> "BaseDetector":
         """Member ``i`` as an ordinary fitted one-member detector (``score``, ``predict``, ``save`` work),
         the same as a single detector fitted with seed ``member_seeds[i]``."""
-        self._check_fitted()
+        self.check_fitted()
         i = int(i)
         if not 0 <= i < self.n_members:
             raise IndexError(f"member {i} of a detector with {self.n_members} members")
@@ -861,8 +860,7 @@ class BaseDetector:
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        from vaegmm_jax.checkpoint import save_detector
-
+        """:func:`vaegmm_jax.save_detector` (self, path)."""
         save_detector(self, path)
 
     def config_dict(self) -> dict:
@@ -923,8 +921,6 @@ def _copy_unfitted(det: BaseDetector) -> BaseDetector:
 
 def _save_from_fit(detector: BaseDetector, path, multi_process: bool) -> None:
     """save_detector(detector, path) from process 0 only: every process holds the same state."""
-    from vaegmm_jax.checkpoint import save_detector
-
     if not multi_process or jax.process_index() == 0:
         save_detector(detector, path)
 

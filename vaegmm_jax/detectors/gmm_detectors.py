@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaegmm_jax import parallel, training
+from vaegmm_jax.engine import parallel, training
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
-from vaegmm_jax import members
+from vaegmm_jax.engine import members
 from vaegmm_jax.detectors.base import _STREAM_SCORE, _STREAM_STATS, BaseDetector, FitOptions, robust_calibration
 from vaegmm_jax.models.gmm_autoencoder import (
     LOSS_TERMS,
@@ -27,8 +27,8 @@ from vaegmm_jax.models.gmm_autoencoder import (
     squared_error_sum,
 )
 from vaegmm_jax.nets import adapter, dense
-from vaegmm_jax.streaming import iter_chunks
-from vaegmm_jax.validation import check_hidden, check_positive_int
+from vaegmm_jax.engine.streaming import iter_chunks
+from vaegmm_jax.engine.validation import check_hidden, check_positive_int
 
 
 #: what a GMM detector's score is: 'energy' (the DAGMM paper's and alibi-detect's sample energy)
@@ -233,7 +233,7 @@ class _GMMDetector(BaseDetector):
         return self.samples if self.variational else 1
 
     def _score_extra(self):
-        from vaegmm_jax.validation import NotFittedError
+        from vaegmm_jax.engine.validation import NotFittedError
 
         if self.gmm_params is None:
             raise NotFittedError(f"{type(self).__name__} has no fitted mixture: call fit(X) first")

@@ -39,7 +39,7 @@ from vaegmm_jax.models.vae_model import (
     vae_loss,
 )
 from vaegmm_jax.nets import adapter, conv, dense
-from vaegmm_jax.validation import (
+from vaegmm_jax.engine.validation import (
     check_array,
     check_hidden,
     check_percentile,
@@ -440,7 +440,7 @@ class OutlierVAE(BaseDetector):
         """
         if outlier_type not in OUTLIER_TYPES:
             raise ValueError(f"outlier_type must be one of {OUTLIER_TYPES}, got {outlier_type!r}")
-        self._check_fitted()
+        self.check_fitted()
         check_threshold(self)
         if not (hasattr(X, "shape") or isinstance(X, (list, tuple))):
             # an iterable of blocks is read twice below (feature and instance scores)

@@ -68,14 +68,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaegmm_jax._version import __version__
+from vaegmm_jax.engine import members
+from vaegmm_jax.engine.validation import NotFittedError
+
 FORMAT_VERSION = 1
 POINTER_FORMAT = 1
 POINTER_FILE = "CURRENT"
-_META_FILE = "detector.json"
+META_FILE = "detector.json"
 _ARRAYS_DIR = "arrays"
 _NAMES_FILE = "array_names.json"
 #: the entries of a version folder that are the checkpoint itself (never copied between versions)
-_OWN_ENTRIES = (_META_FILE, _ARRAYS_DIR, _NAMES_FILE)
+_OWN_ENTRIES = (META_FILE, _ARRAYS_DIR, _NAMES_FILE)
 # Strict names: a save deletes stale folders by name, so a user's own folder must never match.
 _VERSION_RE = re.compile(r"v-\d{8}T\d{6}Z-[0-9a-f]{12}")
 _POINTER_TMP_RE = re.compile(r"\.CURRENT\.tmp-[0-9a-f]{12}")
@@ -94,7 +98,7 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- #
 
 
-def _flatten(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+def flatten_tree(tree: Any, prefix: str) -> dict[str, np.ndarray]:
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = prefix + "/" + "/".join(_key_str(k) for k in path)
@@ -109,7 +113,7 @@ def _key_str(k) -> str:
     return str(k)
 
 
-def _unflatten_like(template: Any, flat: dict[str, np.ndarray], prefix: str, where: str = "checkpoint") -> Any:
+def unflatten_like(template: Any, flat: dict[str, np.ndarray], prefix: str, where: str = "checkpoint") -> Any:
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     leaves = []
     for path, leaf in paths_leaves:
@@ -120,7 +124,7 @@ def _unflatten_like(template: Any, flat: dict[str, np.ndarray], prefix: str, whe
         if tuple(np.shape(value)) != tuple(np.shape(leaf)):
             raise CheckpointError(
                 f"array {name!r} has shape {np.shape(value)} in {where} but the model that its "
-                f"{_META_FILE} describes expects {np.shape(leaf)}"
+                f"{META_FILE} describes expects {np.shape(leaf)}"
             )
         leaves.append(jnp.asarray(value, dtype=getattr(leaf, "dtype", None)))
     return jax.tree_util.tree_unflatten(treedef, leaves)
@@ -130,8 +134,6 @@ def _versions() -> dict[str, str]:
     import flax
     import optax
     import orbax.checkpoint as ocp
-
-    from vaegmm_jax import __version__
 
     return {
         "vaegmm_jax": __version__,
@@ -217,7 +219,7 @@ def _read_arrays(directory: Path) -> dict[str, np.ndarray]:
     names_file = directory / _NAMES_FILE
     arrays_dir = directory / _ARRAYS_DIR
     _check_arrays_present(directory)
-    names = _read_json(names_file)
+    names = read_json(names_file)
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
         raise CheckpointError(f"{names_file} is corrupt: expected a list of distinct array names")
     try:
@@ -231,7 +233,7 @@ def _read_arrays(directory: Path) -> dict[str, np.ndarray]:
             restore_args = {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in keys}
             tree = ckptr.restore(arrays_dir, restore_args=restore_args)
     except Exception as err:  # TensorStore / Orbax errors of every kind: one clear error instead
-        raise CheckpointError(f"the arrays in {arrays_dir} cannot be read: {_short(err)}") from err
+        raise CheckpointError(f"the arrays in {arrays_dir} cannot be read: {short_error(err)}") from err
     if not isinstance(tree, dict) or len(tree) != len(names):
         raise CheckpointError(f"{directory}: {len(tree)} arrays stored but {len(names)} names listed in {names_file}")
     missing = [f"a{i:05d}" for i in range(len(names)) if f"a{i:05d}" not in tree]
@@ -240,7 +242,7 @@ def _read_arrays(directory: Path) -> dict[str, np.ndarray]:
     return {n: np.asarray(tree[f"a{i:05d}"]) for i, n in enumerate(names)}
 
 
-def _short(err: BaseException, limit: int = 300) -> str:
+def short_error(err: BaseException, limit: int = 300) -> str:
     text = " ".join((str(err) or type(err).__name__).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -268,24 +270,24 @@ class LiveVersion:
     pointer: dict | None
 
 
-def _read_json(file: Path) -> Any:
+def read_json(file: Path) -> Any:
     """A JSON file's content; CheckpointError naming the file when it is not UTF-8 JSON."""
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
         raise
     except OSError as err:
-        raise CheckpointError(f"{file} cannot be read: {_short(err)}") from err
+        raise CheckpointError(f"{file} cannot be read: {short_error(err)}") from err
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise CheckpointError(f"{file} is corrupt: not UTF-8 text ({_short(err)})") from err
+        raise CheckpointError(f"{file} is corrupt: not UTF-8 text ({short_error(err)})") from err
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{file} is corrupt: not valid JSON ({err})") from err
 
 
 def _read_pointer(file: Path) -> dict:
-    pointer = _read_json(file)
+    pointer = read_json(file)
     if not isinstance(pointer, dict):
         raise CheckpointError(f"{file} is corrupt: expected a JSON object naming the live version")
     if pointer.get("format") != POINTER_FORMAT:
@@ -312,7 +314,7 @@ def _old_sibling_hint(path: Path) -> str:
         return ""
     pattern = re.compile(rf"\.{re.escape(path.name)}\.old-[0-9a-f]{{8}}")
     for entry in sorted(path.parent.iterdir()):
-        if pattern.fullmatch(entry.name) and (entry / _META_FILE).is_file():
+        if pattern.fullmatch(entry.name) and (entry / META_FILE).is_file():
             return (f" (an interrupted save of an earlier release left the previous model in {entry}: "
                     f"rename it to {path.name} to recover it)")
     return ""
@@ -330,9 +332,9 @@ def _resolve(path: Path) -> LiveVersion:
         if not folder.is_dir():
             raise CheckpointError(f"{pointer_file} names the version {pointer['version']!r} but {folder} is missing")
         return LiveVersion(path, folder, pointer["version"], pointer)
-    if (path / _META_FILE).exists():
+    if (path / META_FILE).exists():
         return LiveVersion(path, path, None, None)  # the earlier, unversioned layout
-    raise CheckpointError(f"{path} is not a complete detector checkpoint: {_META_FILE} is missing "
+    raise CheckpointError(f"{path} is not a complete detector checkpoint: {META_FILE} is missing "
                           f"(and there is no {POINTER_FILE} naming a version)")
 
 
@@ -455,7 +457,7 @@ def _copy_entry(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst, follow_symlinks=False)
 
 
-def _is_save_debris(name: str) -> bool:
+def is_save_debris(name: str) -> bool:
     return bool(_VERSION_RE.fullmatch(name) or _POINTER_TMP_RE.fullmatch(name))
 
 
@@ -479,7 +481,7 @@ def _clean(root: Path, keep: Iterable[str | None], legacy: Iterable[str] = ()) -
     for entry in list(root.iterdir()) if root.is_dir() else []:
         if entry.name in keep:
             continue
-        if _is_save_debris(entry.name):
+        if is_save_debris(entry.name):
             _remove(entry)
     for name in legacy:
         _remove(root / name)
@@ -521,7 +523,7 @@ def save_detector(
       The model folder ``path`` (absolute).
     """
     detector = _unwrap_estimator(detector)
-    detector._check_fitted()
+    detector.check_fitted()
     if jax.process_index() != 0:
         # Orbax writes NumPy arrays from process 0 only: elsewhere the folder would lack them.
         raise CheckpointError(
@@ -548,9 +550,9 @@ def save_detector(
     folder.mkdir()
     try:
         _step("version folder created")
-        flat = _flatten(detector.params, "params")
+        flat = flatten_tree(detector.params, "params")
         for name, tree in detector.extra_arrays().items():
-            flat.update(_flatten(tree, name))
+            flat.update(flatten_tree(tree, name))
         if detector.opt_state is not None:
             leaves = jax.tree_util.tree_leaves(detector.opt_state)
             flat.update({f"opt_state/{i}": np.asarray(v) for i, v in enumerate(leaves)})
@@ -576,7 +578,7 @@ def save_detector(
                 "failed_epoch": np.asarray(detector.member_failed_epoch).tolist(),
                 "after_fit_ok": np.asarray(detector.member_after_fit_ok).tolist(),
             }
-        (folder / _META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
         _step("detector.json written")
         if add_files is not None:
             add_files(folder)
@@ -591,7 +593,7 @@ def save_detector(
             # the files now copied into the new version, and those it replaces) are removed once
             # the pointer is in place; recorded so that the next save finishes that if a kill stops it
             new_pointer["legacy"] = sorted(e.name for e in root.iterdir()
-                                           if e.name != POINTER_FILE and not _is_save_debris(e.name))
+                                           if e.name != POINTER_FILE and not is_save_debris(e.name))
         _write_pointer(root, new_pointer)
     except BaseException:
         _discard(folder)
@@ -602,7 +604,7 @@ def save_detector(
     # not fail the save.
     try:
         if "legacy" in new_pointer:
-            for name in [_META_FILE] + new_pointer["legacy"]:  # detector.json first: the old layout ends at once
+            for name in [META_FILE] + new_pointer["legacy"]:  # detector.json first: the old layout ends at once
                 _remove(root / name)
                 _step("legacy entry removed")
             # the listed names are gone: a later file of the same name at the top is the user's
@@ -618,16 +620,13 @@ def save_detector(
 
 def _unwrap_estimator(detector):
     """The detector inside a scikit-learn style estimator (``detector_``), or the detector itself."""
-    from vaegmm_jax.detectors.base import BaseDetector
-    from vaegmm_jax.validation import NotFittedError
-
-    if isinstance(detector, BaseDetector):
-        return detector
-    if hasattr(detector, "get_params") and type(detector).__module__ == "vaegmm_jax.sklearn":
+    if type(detector).__module__ == "vaegmm_jax.sklearn" and hasattr(detector, "get_params"):
         inner = getattr(detector, "detector_", None)
         if inner is None:
             raise NotFittedError(f"{type(detector).__name__} is not fitted: call fit(X) before saving it")
         return inner
+    if all(callable(getattr(detector, name, None)) for name in ("config_dict", "extra_arrays", "check_fitted")):
+        return detector
     raise TypeError(f"save_detector saves a vaegmm_jax detector or estimator, got {type(detector).__name__}")
 
 
@@ -640,12 +639,12 @@ def _carry_files(previous: LiveVersion | None, folder: Path, replace: set[str]) 
         name = entry.name
         if name in _OWN_ENTRIES or name in replace or (folder / name).exists():
             continue
-        if previous.version is None and (name == POINTER_FILE or _is_save_debris(name)):
+        if previous.version is None and (name == POINTER_FILE or is_save_debris(name)):
             continue  # the unversioned folder is also the new layout's root
         _copy_entry(entry, folder / name)
 
 
-def _json_default(obj):
+def json_default(obj):
     if isinstance(obj, (np.floating, np.integer, np.bool_)):
         return obj.item()
     if isinstance(obj, (np.ndarray, jax.Array)):
@@ -728,34 +727,17 @@ def _check_meta(meta: Any, meta_file: Path) -> dict:
     return meta
 
 
-def _read_meta(folder: Path) -> dict:
+def read_meta(folder: Path) -> dict:
     """The checked ``detector.json`` of a version folder (or of an unversioned model folder)."""
-    meta_file = folder / _META_FILE
+    meta_file = folder / META_FILE
     if not meta_file.is_file():
-        raise CheckpointError(f"{folder} is not a complete detector checkpoint: {_META_FILE} is missing")
-    return _check_meta(_read_json(meta_file), meta_file)
+        raise CheckpointError(f"{folder} is not a complete detector checkpoint: {META_FILE} is missing")
+    return _check_meta(read_json(meta_file), meta_file)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The checked ``detector.json`` of the model's live version (no arrays are read)."""
-    return read_live(path, lambda live: _read_meta(live.folder))
-
-
-def _detector_class(name: str, meta_file: Path | None = None):
-    import vaegmm_jax
-    from vaegmm_jax.detectors.base import BaseDetector
-
-    # Only the library's own concrete detector classes: a hand-edited name must never make
-    # the load call some other object of the package (a function, a module, the base class).
-    cls = getattr(vaegmm_jax, name, None) if name.isidentifier() and not name.startswith("_") else None
-    if not (isinstance(cls, type) and issubclass(cls, BaseDetector) and callable(getattr(cls, "from_config", None))):
-        known = sorted(n for n in dir(vaegmm_jax) if isinstance(getattr(vaegmm_jax, n), type)
-                       and issubclass(getattr(vaegmm_jax, n), BaseDetector)
-                       and callable(getattr(getattr(vaegmm_jax, n), "from_config", None)))
-        where = f"{meta_file}: field 'detector': " if meta_file is not None else ""
-        raise CheckpointError(f"{where}unknown detector class {name!r} in checkpoint (not one of the library's "
-                              f"detectors: {', '.join(known)})")
-    return cls
+    return read_live(path, lambda live: read_meta(live.folder))
 
 
 # --------------------------------------------------------------------------- #
@@ -763,48 +745,7 @@ def _detector_class(name: str, meta_file: Path | None = None):
 # --------------------------------------------------------------------------- #
 
 
-def load_detector(path: str | os.PathLike, **networks):
-    """Loads a detector saved by :func:`save_detector`.
-
-    Args:
-      path: the model folder (a version folder inside it, or a folder of the earlier
-        unversioned layout, loads too).
-      **networks: the same ``encoder_net`` / ``decoder_net`` / ``gmm_density_net``
-        (or ``vaegmm``/``aegmm``/``vae`` model) objects the detector was built with, when
-        they were custom (their code is not stored, only their parameters). Default
-        networks are rebuilt from the stored configuration.
-
-    Returns:
-      The detector, with scores bit-identical to the saved one's on the same device.
-
-    Raises:
-      FileNotFoundError: nothing at ``path``.
-      CheckpointError: the folder is not a complete, intact checkpoint (names the file and field).
-    """
-    return read_live(path, lambda live: _load_folder(live.folder, networks))
-
-
-def _load_folder(folder: Path, networks: dict):
-    meta = _read_meta(folder)
-    meta_file = folder / _META_FILE
-    cls = _detector_class(meta["detector"], meta_file)
-    det = _from_config(cls, meta, meta_file, networks)
-    _apply_meta(det, meta, meta_file)
-    _restore_arrays(det, folder, meta)
-    return det
-
-
-def _from_config(cls, meta: dict, meta_file: Path, networks: dict):
-    try:
-        return cls.from_config(meta["config"], **networks)
-    except KeyError as err:
-        raise CheckpointError(f"{meta_file}: field 'config' lacks the entry {err.args[0]!r} that a "
-                              f"{cls.__name__} needs") from err
-    except (TypeError, AttributeError, IndexError, ValueError) as err:
-        raise CheckpointError(f"{meta_file}: field 'config' cannot rebuild a {cls.__name__}: {_short(err)}") from err
-
-
-def _apply_meta(det, meta: dict, meta_file: Path | None = None) -> None:
+def apply_meta(det, meta: dict, meta_file: Path | None = None) -> None:
     det.threshold = None if meta["threshold"] is None else float(meta["threshold"])
     det.input_shape = tuple(meta["input_shape"])
     det.epochs_done = int(meta["epochs_done"])
@@ -821,24 +762,23 @@ def _apply_meta(det, meta: dict, meta_file: Path | None = None) -> None:
         det.member_after_fit_ok = np.asarray(record["after_fit_ok"], bool)
 
 
-def _restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:
-    meta_file = path / _META_FILE
+def restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:
+    meta_file = path / META_FILE
     _verify_files(path, meta.get("array_files"), meta_file)
     flat = _read_arrays(path)
-    from vaegmm_jax import members
 
     n_members = det.n_members
     try:  # an ensemble's arrays carry a leading member axis
         template = det.params_like(meta["input_shape"])
     except Exception as err:  # a hand-edited configuration or input shape the networks cannot take
         raise CheckpointError(f"{meta_file}: fields 'config' and 'input_shape' {meta['input_shape']} do not build a "
-                              f"{type(det).__name__}: {_short(err)}") from err
-    det.params = _unflatten_like(template, flat, "params", where=str(path / _ARRAYS_DIR))
+                              f"{type(det).__name__}: {short_error(err)}") from err
+    det.params = unflatten_like(template, flat, "params", where=str(path / _ARRAYS_DIR))
     try:
         det.set_extra_arrays(_group(flat))
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"the arrays in {path / _ARRAYS_DIR} do not fit a {type(det).__name__} "
-                              f"(see {path / _NAMES_FILE}): {_short(err)}") from err
+                              f"(see {path / _NAMES_FILE}): {short_error(err)}") from err
     n_opt = int(meta.get("n_opt_state_leaves", 0))
     missing = [f"opt_state/{i}" for i in range(n_opt) if f"opt_state/{i}" not in flat]
     if missing:
@@ -854,7 +794,7 @@ def _restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:
         det.opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[f"opt_state/{i}"]) for i in range(n_opt)])
     else:
         det.opt_state_leaves = [flat[f"opt_state/{i}"] for i in range(n_opt)]
-    det._score_jit = {}
+    det.clear_compiled()
 
 
 def _group(flat: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -871,16 +811,16 @@ def _group(flat: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def _restore_into(det, path: str | os.PathLike, optimizer) -> None:
+def restore_training_state(det, path: str | os.PathLike, optimizer) -> None:
     """Loads a checkpoint into an existing detector (used by fit(resume=True))."""
 
     def restore(live: LiveVersion) -> None:
-        meta = _read_meta(live.folder)
+        meta = read_meta(live.folder)
         if meta["detector"] != type(det).__name__:
             raise CheckpointError(f"{path} holds a {meta['detector']}, not a {type(det).__name__}")
         if det.input_shape is not None and tuple(meta["input_shape"]) != tuple(det.input_shape):
             raise CheckpointError(f"{path} was trained on rows of shape {meta['input_shape']}, not {det.input_shape}")
-        _apply_meta(det, meta, live.folder / _META_FILE)
-        _restore_arrays(det, live.folder, meta, optimizer=optimizer)
+        apply_meta(det, meta, live.folder / META_FILE)
+        restore_arrays(det, live.folder, meta, optimizer=optimizer)
 
     read_live(path, restore)

@@ -227,7 +227,7 @@ def _resolve(path: str | os.PathLike | None, relpath: str) -> Path:
     raise FileNotFoundError(
         f"data file not found: {base / rel} (nor {base / rel.name}); "
         f"set {ENV_VAR} to the data folder or pass path=, or fetch the file with "
-        "vaegmm_jax.datasets.download()"
+        "vaegmm_jax.data.datasets.download()"
     )
 
 

@@ -13,7 +13,7 @@ Exit codes: 0 success; 2 bad usage or bad input (a one-line reason on stderr);
 get tracebacks for bad-input errors too.
 
 A model folder written by ``fit`` holds a pointer ``CURRENT`` and the version folder it
-names (see :mod:`vaegmm_jax.checkpoint`), which holds the detector checkpoint
+names (see :mod:`vaegmm_jax.io.checkpoint`), which holds the detector checkpoint
 (``detector.json``, ``arrays/``), ``preprocessing.json`` (feature names, the scaler fitted
 on the training rows, identifier/label columns), ``model_card.json`` and ``plots/``. All of
 them are replaced as one unit: ``fit --overwrite`` writes a complete new version before the
@@ -114,7 +114,7 @@ def _load_json_file(path: str, what: str) -> dict:
 
 def _is_model_dir(p: Path) -> bool:
     """A model folder: a versioned one (with the pointer file) or one of the earlier layout."""
-    from vaegmm_jax.checkpoint import POINTER_FILE
+    from vaegmm_jax.io.checkpoint import POINTER_FILE
 
     return (p / POINTER_FILE).is_file() or (p / "detector.json").is_file()
 
@@ -135,11 +135,11 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    from vaegmm_jax.checkpoint import _is_save_debris
+    from vaegmm_jax.io.checkpoint import is_save_debris
 
     # a folder holding only what a killed first fit left (a half-written version) counts as
     # empty: the save removes that debris
-    if all(_is_save_debris(e.name) for e in out.iterdir()):
+    if all(is_save_debris(e.name) for e in out.iterdir()):
         return
     if not _is_model_dir(out):
         raise UsageError(f"--out {out} exists and is not a model folder; choose a new or empty folder")
@@ -171,9 +171,9 @@ def _detector_class(kind: str):
 
 def _presets_module():
     try:
-        from vaegmm_jax import presets
+        from vaegmm_jax.detectors import presets
     except ImportError as err:
-        raise UsageError(f"presets are not available in this installation (vaegmm_jax.presets: {err})") from err
+        raise UsageError(f"presets are not available in this installation (vaegmm_jax.detectors.presets: {err})") from err
     return presets
 
 
@@ -333,7 +333,7 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float | N
     n_out = int(labels.sum())
     out: dict[str, Any] = {"n_rows": int(labels.size), "n_outliers": n_out, "outlier_fraction": n_out / max(1, labels.size)}
     try:
-        from vaegmm_jax import metrics as M
+        from vaegmm_jax.evaluation import metrics as M
 
         prf = M.precision_recall_f1
         at_ratio = M.precision_recall_f1_at_ratio
@@ -393,7 +393,7 @@ def _is_gmm(det) -> bool:
 
 def _make_plots(folder: Path, det, scores=None, labels=None, X_sample=None, labels_sample=None,
                 history: bool = True, images=None, image_scores=None, image_labels=None) -> list[Path]:
-    from vaegmm_jax import plots
+    from vaegmm_jax.evaluation import plots
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -434,9 +434,9 @@ def _save_model(out: Path, det, prep, *, data_info: dict, threshold_info: dict, 
     Every file is written into the new version before it goes live: a failure or a kill
     at any point leaves the previous model, all of its files, as it was.
     """
-    from vaegmm_jax.checkpoint import resolve_checkpoint, save_detector
-    from vaegmm_jax.model_card import build_model_card, write_model_card
-    from vaegmm_jax.tabular_io import save_preprocessing
+    from vaegmm_jax.io.checkpoint import resolve_checkpoint, save_detector
+    from vaegmm_jax.io.model_card import build_model_card, write_model_card
+    from vaegmm_jax.io.tables import save_preprocessing
 
     card = build_model_card(det, data=data_info, preprocessing=prep.to_dict(), threshold=threshold_info,
                             training=training, metrics=metrics)
@@ -457,7 +457,7 @@ def _save_model(out: Path, det, prep, *, data_info: dict, threshold_info: dict, 
 
 
 def cmd_fit(args) -> int:
-    from vaegmm_jax import tabular_io as tio
+    from vaegmm_jax.io import tables as tio
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -576,21 +576,22 @@ def _check_model_dir(model_dir: str | os.PathLike, hint: str = "") -> Path:
 
 def _load_model(model_dir: str):
     """(detector, preprocessing or None, the version's folder), all of one version of the model."""
-    from vaegmm_jax.checkpoint import _load_folder, read_live
-    from vaegmm_jax.tabular_io import load_preprocessing
+    from vaegmm_jax.detectors.loading import load_folder
+    from vaegmm_jax.io.checkpoint import read_live
+    from vaegmm_jax.io.tables import load_preprocessing
 
     p = _check_model_dir(model_dir, "; pass the --out folder of 'vaegmm fit'")
 
     def read(live):
         # the detector and its scaling from the same version folder: a concurrent fit --overwrite
         # can never pair a new detector with the old preprocessing
-        return _load_folder(live.folder, {}), load_preprocessing(live.folder), live.folder
+        return load_folder(live.folder, {}), load_preprocessing(live.folder), live.folder
 
     return read_live(p.resolve(), read)  # Orbax needs an absolute path
 
 
 def _read_card(folder: Path) -> dict | None:
-    from vaegmm_jax.model_card import read_model_card
+    from vaegmm_jax.io.model_card import read_model_card
 
     try:
         return read_model_card(folder)
@@ -599,7 +600,7 @@ def _read_card(folder: Path) -> dict | None:
 
 
 def _check_id_column(name: str, where: str) -> None:
-    from vaegmm_jax.tabular_io import check_id_name
+    from vaegmm_jax.io.tables import check_id_name
 
     try:
         check_id_name(name)
@@ -612,7 +613,7 @@ class _Stream:
 
     def __init__(self, det, prep, path: str, chunk_rows: int, id_column: str | None, label_column: str | None,
                  keep_sample: int = 0, seed: int = 0):
-        from vaegmm_jax import tabular_io as tio
+        from vaegmm_jax.io import tables as tio
 
         self.det, self.path = det, path
         self.scaler = prep.scaler if prep is not None else tio.Scaler("none")
@@ -707,7 +708,7 @@ def _require_threshold(det, override: float | None) -> float:
 
 
 def cmd_score(args) -> int:
-    from vaegmm_jax import tabular_io as tio
+    from vaegmm_jax.io import tables as tio
 
     t0 = time.perf_counter()
     chunk = _positive(args.chunk_rows, "--chunk-rows")
@@ -752,8 +753,8 @@ def _positive(v, name: str) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from vaegmm_jax import tabular_io as tio
-    from vaegmm_jax.model_card import add_metrics
+    from vaegmm_jax.io import tables as tio
+    from vaegmm_jax.io.model_card import add_metrics
 
     t0 = time.perf_counter()
     chunk = _positive(args.chunk_rows, "--chunk-rows")
@@ -800,7 +801,7 @@ def cmd_evaluate(args) -> int:
 
 
 def _top_images(det, prep, path, chunk, scores, labels, n: int = 16):
-    from vaegmm_jax import tabular_io as tio
+    from vaegmm_jax.io import tables as tio
 
     top = np.argsort(-scores, kind="stable")[:n]
     want = {int(i) for i in top}
@@ -821,17 +822,18 @@ def _top_images(det, prep, path, chunk, scores, labels, n: int = 16):
 def model_info(model_dir: str | os.PathLike) -> dict[str, Any]:
     """Everything known about a saved model, from its JSON files (no arrays are loaded), all
     from the live version."""
-    from vaegmm_jax.checkpoint import _detector_class, _read_json, _read_meta, read_live
-    from vaegmm_jax.model_card import history_summary
-    from vaegmm_jax.tabular_io import PREPROCESSING_FILE
+    from vaegmm_jax.detectors.loading import detector_class
+    from vaegmm_jax.io.checkpoint import read_json, read_live, read_meta
+    from vaegmm_jax.io.model_card import history_summary
+    from vaegmm_jax.io.tables import PREPROCESSING_FILE
 
     p = _check_model_dir(model_dir)
 
     def read(live):
-        meta = _read_meta(live.folder)  # checked: a damaged file is named, with its field
-        _detector_class(meta["detector"], live.folder / "detector.json")
+        meta = read_meta(live.folder)  # checked: a damaged file is named, with its field
+        detector_class(meta["detector"], live.folder / "detector.json")
         prep_file = live.folder / PREPROCESSING_FILE
-        prep = _read_json(prep_file) if prep_file.is_file() else None
+        prep = read_json(prep_file) if prep_file.is_file() else None
         if prep is not None and not isinstance(prep, dict):
             raise UsageError(f"{prep_file} is corrupt: expected a JSON object")
         return meta, prep, _read_card(live.folder) or {}, live
@@ -957,7 +959,7 @@ def _demo_data(name: str, seed: int):
         names = [str(n).replace(" ", "_") for n in d.feature_names]
         return d.data.astype(np.float32), y, names, "breast cancer (scikit-learn), malignant = outlier"
     if name == "thyroid":
-        from vaegmm_jax import datasets
+        from vaegmm_jax.data import datasets
 
         ds = datasets.load_odds("thyroid")
         names = [f"f{i}" for i in range(ds.X.shape[1])]
@@ -968,7 +970,7 @@ def _demo_data(name: str, seed: int):
 def cmd_demo(args) -> int:
     import pandas as pd
 
-    from vaegmm_jax import tabular_io as tio
+    from vaegmm_jax.io import tables as tio
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -1099,7 +1101,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vaegmm_jax import __version__
+    from vaegmm_jax._version import __version__
 
     p = _Parser(prog=PROG, description="Deep density-based outlier detection (VAEGMM, DAGMM/AEGMM, VAE) with JAX.",
                 epilog="Exit codes: 0 success, 2 bad usage or input, 1 internal error.")
@@ -1125,7 +1127,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "training scores and saves model, scaling and model card to --out.")
     f.add_argument("data", metavar="DATA", help="training data file")
     f.add_argument("--detector", choices=sorted(DETECTORS), default=None, help="model type")
-    f.add_argument("--preset", default=None, help="a named preset (vaegmm_jax.presets)")
+    f.add_argument("--preset", default=None, help="a named preset (vaegmm_jax.detectors.presets)")
     f.add_argument("--config", default=None, metavar="CFG.json",
                    help='JSON: {"type": ..., "detector": {constructor kwargs}, "fit": {fit kwargs, learning_rate}, '
                         '"scaling": ..., "threshold_perc"|"contamination": ...}')
@@ -1185,7 +1187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
-    from vaegmm_jax.validation import NotFittedError
+    from vaegmm_jax.engine.validation import NotFittedError
 
     return (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
             PermissionError, NotFittedError, FloatingPointError)

@@ -10,7 +10,7 @@ Read a preset, override any field with ``dataclasses.replace`` (or as keyword
 arguments of :func:`make_detector` / :func:`fit_kwargs`), build the detector and
 train it::
 
-    from vaegmm_jax import presets
+    from vaegmm_jax.detectors import presets
     p = presets.THYROID
     det = presets.make_detector(p, seed=3)
     det.fit(X_train, **presets.fit_kwargs(p, epochs=200))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vaegmm_jax.members import over_members
+from vaegmm_jax.engine.members import over_members
 
 # Per-program XLA options for programs that run once per fit (initialisation, the mixture
 # fit): on GPUs, Triton GEMM autotuning of their tiny matmuls took seconds of compile time
@@ -189,7 +189,7 @@ def epoch_key(base_key: jax.Array, epoch: int) -> jax.Array:
 class RunReport(NamedTuple):
     """What one call of an epoch runner reports (device arrays, read once per call).
 
-    Shapes carry a member axis [M] only when M > 1 (see :mod:`vaegmm_jax.members`).
+    Shapes carry a member axis [M] only when M > 1 (see :mod:`vaegmm_jax.engine.members`).
 
     Attributes:
       terms: (epochs_per_call, [M,] n_terms) the epoch means; NaN for an epoch a member did
@@ -220,7 +220,7 @@ def make_epoch_runner(
       n_terms: length of the epoch's term vector.
       epochs_per_call: epochs per call; more than one runs a ``lax.scan`` whose epochs at
         or past ``stop`` are skipped, so every call has the same shapes.
-      group_size: members trained together (see :func:`vaegmm_jax.members.over_members`).
+      group_size: members trained together (see :func:`vaegmm_jax.engine.members.over_members`).
 
     Returns:
       ``run(state, alive, failed, x, base_keys, start, stop) -> (state, alive, failed, RunReport)``:

@@ -694,7 +694,7 @@ def _version_folder(model_dir: str | os.PathLike) -> Path:
     unversioned model folder, or any folder)."""
     model_dir = Path(model_dir)
     if (model_dir / "CURRENT").is_file():
-        from vaegmm_jax.checkpoint import resolve_checkpoint  # imports JAX: only when needed
+        from vaegmm_jax.io.checkpoint import resolve_checkpoint  # imports JAX: only when needed
 
         return resolve_checkpoint(model_dir)
     return model_dir

@@ -2,7 +2,7 @@
 
 A protocol turns a data set and a list of seeds into a :class:`RunData` (one
 training set and one or more evaluation sets per seed, all seeds with the same
-sizes so that the runs train as one vmapped program, see :mod:`vaegmm_jax.multiseed`),
+sizes so that the runs train as one vmapped program, see :mod:`vaegmm_jax.evaluation.multiseed`),
 and :func:`run_protocol` trains a detector (a :class:`DetectorSpec`) on every seed
 and returns one result dict per run::
 
@@ -19,7 +19,7 @@ the test rows):
   (``scaling='standardize'`` z-scores every column instead, as the TensorFlow
   reproduction does; :data:`SCALINGS`),
   threshold flagging the test rows whose score is in the top ``r`` fraction, r the anomaly ratio of the
-  test half (:func:`vaegmm_jax.metrics.precision_recall_f1_at_ratio`). With
+  test half (:func:`vaegmm_jax.evaluation.metrics.precision_recall_f1_at_ratio`). With
   ``contamination=c`` a fraction c of the train half's anomaly rows is kept in
   training (the paper's contaminated-training experiment). ``rev=True`` builds
   KDDCUP-Rev per run (all ``normal.`` rows plus 24,319 attack rows, redrawn per run).
@@ -34,10 +34,10 @@ the test rows):
   (batches drawn with replacement from the whole file, as alibi-detect's
   ``create_outlier_batch`` does).
 * :func:`contaminated_mnist_runs` - the teaching notebook: MNIST test images plus 3%
-  synthetic outliers (:func:`vaegmm_jax.datasets.contaminated_mnist`), a stratified
+  synthetic outliers (:func:`vaegmm_jax.data.datasets.contaminated_mnist`), a stratified
   60/20/20 train/validation/test split, unsupervised training on the (contaminated)
   train part, the F1-optimal threshold chosen on the validation part
-  (:func:`vaegmm_jax.metrics.f1_optimal_threshold`, applied as ``score >= threshold``),
+  (:func:`vaegmm_jax.evaluation.metrics.f1_optimal_threshold`, applied as ``score >= threshold``),
   metrics on the test part.
 
 Seeds: run ``s`` draws its split with ``numpy.random.default_rng(s)`` (data set
@@ -64,7 +64,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaegmm_jax import datasets, metrics
+from vaegmm_jax.data import datasets
+
+from vaegmm_jax.evaluation import metrics
 
 __all__ = [
     "Split",
@@ -399,7 +401,7 @@ def _fit_affine(source: np.ndarray, train_idx: np.ndarray, columns: np.ndarray, 
     """Per-run (S, F) scale and offset fitted on each run's training rows (on the default device).
 
     kind 'minmax': (x - min) / (max - min) on ``columns``, constant columns -> 0 (as
-    :func:`vaegmm_jax.datasets.apply_minmax`); 'standardize': (x - mean) / std, std 0 -> 1.
+    :func:`vaegmm_jax.data.datasets.apply_minmax`); 'standardize': (x - mean) / std, std 0 -> 1.
     Other columns: identity.
     """
     src = jax.device_put(source)
@@ -461,7 +463,7 @@ def dagmm_runs(
     """Per-seed rows of the DAGMM paper protocol (see the module docstring).
 
     Args:
-      data: a :class:`~vaegmm_jax.datasets.TabularDataset`, or ``(X (N, F), y (N,)[,
+      data: a :class:`~vaegmm_jax.data.datasets.TabularDataset`, or ``(X (N, F), y (N,)[,
         continuous (F,) bool[, name]])``.
       seeds: S run seeds.
       contamination: fraction of the train half's anomalies kept in training.
@@ -794,7 +796,7 @@ class DetectorSpec:
 
 
 def _preset(preset):
-    from vaegmm_jax import presets
+    from vaegmm_jax.detectors import presets
 
     return presets.get_preset(preset) if isinstance(preset, str) else preset
 
@@ -809,7 +811,7 @@ def _check_preset_fields(p, overrides: dict) -> None:
 
 def _preset_and_fit_args(preset, overrides: dict, epochs_scale: float):
     """(preset with ``overrides`` applied, its fit kwargs with the epochs scaled unless overridden)."""
-    from vaegmm_jax import presets
+    from vaegmm_jax.detectors import presets
 
     p = _preset(preset)
     _check_preset_fields(p, overrides)
@@ -833,13 +835,13 @@ def dagmm_spec(
     """OutlierAEGMM with a DAGMM paper preset (architecture, epochs x ``epochs_scale``, batch, Adam lr, lambdas).
 
     Args:
-      preset: a :mod:`vaegmm_jax.presets` preset or its name ('kddcup', 'thyroid', ...).
+      preset: a :mod:`vaegmm_jax.detectors.presets` preset or its name ('kddcup', 'thyroid', ...).
       epochs_scale: fraction of the preset's epochs (at least 1 epoch).
       name: report label.
       restarts, restart_select: as :class:`DetectorSpec` (1: the paper's one model per run).
       **overrides: preset fields (e.g. ``epochs=5``, ``batch_size=...``).
     """
-    from vaegmm_jax import presets
+    from vaegmm_jax.detectors import presets
 
     p, fit = _preset_and_fit_args(preset, overrides, epochs_scale)
     picked = f"; best of {restarts} restarts by final training {restart_select}" if restarts > 1 else ""
@@ -884,7 +886,7 @@ def vaegmm_spec(
     errors (plus a constant); 'alibi' keeps alibi-detect's defaults (sim 0.05,
     w_recon 1e-7). For a VAEGMM preset (alibi KDD) its own settings are used.
     """
-    from vaegmm_jax import presets
+    from vaegmm_jax.detectors import presets
     from vaegmm_jax.detectors import OutlierVAEGMM
 
     p, fit = _preset_and_fit_args(preset, overrides, epochs_scale)
@@ -1046,7 +1048,7 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
     """Trains ``spec`` on every run of ``data`` and evaluates it.
 
     vaegmm_jax detectors train all seeds as one vmapped program
-    (:func:`vaegmm_jax.multiseed.fit_many` with per-seed data, gathered and scaled on
+    (:func:`vaegmm_jax.evaluation.multiseed.fit_many` with per-seed data, gathered and scaled on
     the device) and score likewise; a sklearn estimator runs the seeds in parallel threads.
 
     Args:
@@ -1067,7 +1069,7 @@ def run_protocol(data: RunData, spec: DetectorSpec, *, n_jobs: int | None = None
     epochs = None
     extra_info: dict = {}
     if spec.factory is not None:
-        from vaegmm_jax import multiseed
+        from vaegmm_jax.evaluation import multiseed
 
         restarts = int(spec.restarts)
         if restarts > 1:  # a wrong name fails before the training, not after it

@@ -1,7 +1,7 @@
 """``model_card.json``: a human- and machine-readable description of a saved model.
 
 Written into the model folder's version beside the checkpoint (``detector.json`` +
-``arrays/``, see :mod:`vaegmm_jax.checkpoint`) by the command line, in the same atomic save.
+``arrays/``, see :mod:`vaegmm_jax.io.checkpoint`) by the command line, in the same atomic save.
 From Python do the same: ``save_detector(det, path, add_files=lambda version:
 write_model_card(version, build_model_card(det)))``, or write it into the live version's
 folder, ``checkpoint.resolve_checkpoint(path)`` (later saves carry it along).
@@ -48,7 +48,7 @@ def library_versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     try:
-        from vaegmm_jax import __version__
+        from vaegmm_jax._version import __version__
 
         out["vaegmm_jax"] = __version__
     except ImportError:  # pragma: no cover

@@ -5,7 +5,7 @@ spread is large). :func:`fit_many` fits them as the members of one ensemble dete
 (``detector.with_seeds(seeds)``), so they train as ONE program through the same engine as
 every ``detector.fit`` (:meth:`vaegmm_jax.detectors.base.BaseDetector._fit`): one compilation,
 one pass over the data per epoch, the member axis vmapped (or split over devices, see
-:mod:`vaegmm_jax.members`). What this module adds is the table-making protocol:
+:mod:`vaegmm_jax.engine.members`). What this module adds is the table-making protocol:
 
 * one training set per seed (``per_seed_data``: X is (S, N, *R));
 * a seed whose loss becomes non-finite does not raise: it keeps its last good parameters,
@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from vaegmm_jax.detectors.base import BaseDetector, FitOptions
-from vaegmm_jax.validation import check_positive_int
+from vaegmm_jax.engine.validation import check_positive_int
 
 __all__ = ["MultiSeedFit", "fit_many", "score_many"]
 

@@ -96,7 +96,7 @@ def _all_finite(x):
 
 def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 16) -> None:
     """Raises ValueError naming the first row with NaN or inf (scans in blocks: memmap friendly)."""
-    from vaegmm_jax.streaming import _release_pages
+    from vaegmm_jax.engine.streaming import _release_pages
 
     flat_rows = arr.reshape(arr.shape[0], -1)
     is_memmap = isinstance(arr, np.memmap)

@@ -1,0 +1,1 @@
+"""Measuring detectors: metrics, the accuracy protocols, multi-seed runs and plots."""
