@@ -1,6 +1,6 @@
 """Accuracy table: the DAGMM paper protocol and friends, mean +- std over many seeds.
 
-Runs the protocols of :mod:`vaegmm_jax.evaluation.protocols` on the real data sets and writes a
+Runs the protocols of :mod:`vaegmm_jax.evaluation` on the real data sets and writes a
 Markdown report (default ``benchmarks/ACCURACY.md``):
 
 * DAGMM paper protocol on KDDCUP, Thyroid, Arrhythmia and KDDCUP-Rev for DAGMM (the
@@ -55,7 +55,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without installing
 DATASETS = ("kddcup", "thyroid", "arrhythmia", "kddcup_rev")
 DETECTORS = ("dagmm", "vaegmm", "vae", "random", "iforest")
 #: named explicitly only ("all" leaves them out): DAGMM with --restarts models per run, the one
-#: with the lowest final training energy reported (protocols.DetectorSpec.restarts)
+#: with the lowest final training energy reported (evaluation.DetectorSpec.restarts)
 OPTIONAL_DETECTORS = ("dagmm_best",)
 EXTRAS = ("contaminated", "alibi", "mnist")
 
@@ -74,7 +74,7 @@ ALIBI_REFERENCE = {"VAEGMM": "F1 0.9463, AUROC 0.997", "AEGMM": "F1 0.8889"}
 MNIST_REFERENCE_F1 = 0.275
 
 #: VAEGMM KL weight (beta) per data set on the DAGMM protocol, chosen on a validation split of
-#: the train half only (protocols.dagmm_validation_runs, seeds 100.., disjoint from the reported
+#: the train half only (evaluation.dagmm_validation_runs, seeds 100.., disjoint from the reported
 #: 0..19; benchmarks/select_beta.py; the tables are in ACCURACY.md's notes). beta = 1 lets the
 #: SSE-matched likelihood (sim sqrt(1/2)) collapse the posterior on Thyroid and nearly so on
 #: KDDCUP-Rev at its full 400 epochs: the latent the mixture sees is then mostly noise.
@@ -107,7 +107,7 @@ def parse_args(argv=None):
     ap.add_argument("--contam", default="1,2,3,4,5", help="contamination levels in percent")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="fraction of the paper's epochs (>= 1 epoch)")
     ap.add_argument("--vaegmm-recon", choices=("dagmm", "alibi"), default="dagmm",
-                    help="VAEGMM reconstruction weighting on the DAGMM protocol (see protocols.vaegmm_spec)")
+                    help="VAEGMM reconstruction weighting on the DAGMM protocol (see evaluation.vaegmm_spec)")
     ap.add_argument("--vaegmm-beta", type=float, default=None,
                     help="VAEGMM KL weight on the DAGMM protocol for every data set (default: VAEGMM_BETA, "
                          "chosen per data set on a validation split of the train half)")
@@ -116,8 +116,8 @@ def parse_args(argv=None):
     ap.add_argument("--kernel-init", default=None, choices=("lecun_normal", "glorot_uniform", "torch_uniform"),
                     help="weight initialiser of every dense deep detector (default: each preset's own; "
                          "see vaegmm_jax.nets.dense.KERNEL_INITS)")
-    # vaegmm_jax.evaluation.protocols.SCALINGS, spelled out for the same reason
-    ap.add_argument("--scaling", default="minmax", choices=("minmax", "standardize", "none"),
+    # vaegmm_jax.evaluation.SCALINGS, spelled out for the same reason
+    ap.add_argument("--scaling", default="minmax", choices=("minmax", "standard", "none"),
                     help="input transform of the DAGMM-protocol rows (main table and contaminated KDDCUP), "
                          "fitted on each run's training rows: minmax = the paper's (default)")
     ap.add_argument("--mnist-epochs", type=int, default=30)
@@ -217,7 +217,7 @@ class Runner:
     def _train(self, data, spec, label: str) -> tuple[list[dict], int]:
         """Every run of ``data``: stored ones from the run store, the others trained (``seed_chunk``
         seeds per program, each chunk stored as it finishes). Returns (rows in seed order, reused)."""
-        from vaegmm_jax.evaluation import protocols
+        from vaegmm_jax import evaluation
 
         done = {}
         if self.store is not None:
@@ -244,7 +244,7 @@ class Runner:
         for start in range(0, len(missing), step):
             chunk = missing[start:start + step]
             part = data if len(chunk) == data.n_seeds else data.subset(chunk)
-            rows = protocols.run_protocol(part, spec)
+            rows = evaluation.run_protocol(part, spec)
             if part is not data:
                 part.release()
             for i, row in enumerate(rows):
@@ -258,7 +258,7 @@ class Runner:
         return [done[s] for s in data.seeds], data.n_seeds - len(missing)
 
     def _run(self, data, spec, label: str) -> dict:
-        from vaegmm_jax.evaluation import protocols
+        from vaegmm_jax import evaluation
 
         t0 = time.perf_counter()
         try:
@@ -277,7 +277,7 @@ class Runner:
                     data.release()
         for r in runs:
             r["label"] = label
-        summ = protocols.summarize(runs)
+        summ = evaluation.summarize(runs)
         summ["elapsed_s"] = time.perf_counter() - t0
         # compute time of every run, this invocation's and stored ones' (each run's share of its batch)
         summ["compute_s"] = float(sum(r["wall_s"] for r in runs))
@@ -312,7 +312,7 @@ def _init_kw(args) -> dict:
 
 
 def _specs_for(preset_name: str, detectors, args):
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     scale = args.epochs_scale
     quick_epochs = {"epochs": 2} if args.quick else {}
@@ -320,25 +320,25 @@ def _specs_for(preset_name: str, detectors, args):
     specs = []
     for d in detectors:
         if d == "dagmm":
-            specs.append(protocols.dagmm_spec(preset_name, epochs_scale=scale, **quick_epochs, **init))
+            specs.append(evaluation.dagmm_spec(preset_name, epochs_scale=scale, **quick_epochs, **init))
         elif d == "dagmm_best":
-            specs.append(protocols.dagmm_spec(preset_name, epochs_scale=scale, name=f"DAGMM best of {args.restarts}",
+            specs.append(evaluation.dagmm_spec(preset_name, epochs_scale=scale, name=f"DAGMM best of {args.restarts}",
                                               restarts=args.restarts, **quick_epochs, **init))
         elif d == "vaegmm":
             beta = args.vaegmm_beta if args.vaegmm_beta is not None else VAEGMM_BETA.get(preset_name, 1.0)
-            specs.append(protocols.vaegmm_spec(preset_name, epochs_scale=scale, recon=args.vaegmm_recon, beta=beta,
+            specs.append(evaluation.vaegmm_spec(preset_name, epochs_scale=scale, recon=args.vaegmm_recon, beta=beta,
                                                **quick_epochs, **init))
         elif d == "vae":
-            specs.append(protocols.vae_spec(preset_name, epochs_scale=scale, epochs=2 if args.quick else None, **init))
+            specs.append(evaluation.vae_spec(preset_name, epochs_scale=scale, epochs=2 if args.quick else None, **init))
         elif d == "random":
-            specs.append(protocols.random_init_spec(preset_name, **init))
+            specs.append(evaluation.random_init_spec(preset_name, **init))
         elif d == "iforest":
-            specs.append(protocols.isolation_forest_spec())
+            specs.append(evaluation.isolation_forest_spec())
     return specs
 
 
 def _load(name: str, args, cache: dict):
-    from vaegmm_jax.data import datasets
+    from vaegmm_jax import data as datasets
 
     if name in cache:
         return cache[name]
@@ -365,7 +365,7 @@ def _desc_lines(descriptions: dict) -> list[str]:
 
 
 def submit_dagmm(runner: Runner, args, cache) -> dict:
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     plan = {"datasets": [], "info": {}, "descriptions": {}}
     # the small data sets train longest (20,000 / 10,000 epochs): queue them first
@@ -373,7 +373,7 @@ def submit_dagmm(runner: Runner, args, cache) -> dict:
     for name in order:
         ds = _load(name, args, cache)
         _log(f"preparing {name} ({args.seeds} runs)")
-        data = protocols.dagmm_runs(ds, range(args.seeds), rev=(name == "kddcup_rev"), name=name,
+        data = evaluation.dagmm_runs(ds, range(args.seeds), rev=(name == "kddcup_rev"), name=name,
                                     scaling=args.scaling)
         plan["info"][name] = dict(data.info)
         specs = _specs_for(name, args.detectors, args)
@@ -420,7 +420,7 @@ def render_dagmm(runner: Runner, args, plan) -> str:
 
 
 def submit_contaminated(runner: Runner, args, cache) -> dict:
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     seeds = args.contam_seeds or args.seeds
     ds = _load("kddcup", args, cache)
@@ -428,7 +428,7 @@ def submit_contaminated(runner: Runner, args, cache) -> dict:
     plan = {"seeds": seeds, "spec": spec, "frac": {}}
     for c in args.contam:
         _log(f"preparing contaminated kddcup c={c}% ({seeds} runs)")
-        data = protocols.dagmm_runs(ds, range(seeds), contamination=c / 100.0, name="kddcup", scaling=args.scaling)
+        data = evaluation.dagmm_runs(ds, range(seeds), contamination=c / 100.0, name="kddcup", scaling=args.scaling)
         plan["frac"][c] = data.info["train_anomaly_fraction"]
         runner.submit(("contaminated", c), data, spec, f"kddcup contaminated {c}%")
     return plan
@@ -459,23 +459,23 @@ def render_contaminated(runner: Runner, args, plan) -> str:
 
 def submit_alibi(runner: Runner, args, cache) -> dict:
     from vaegmm_jax.detectors import presets
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     ds = _load("alibi", args, cache)
     kw = dict(n_train=5000) if args.quick else {}
     _log(f"preparing alibi KDD ({args.seeds} runs)")
-    data = protocols.alibi_kdd_runs(ds, range(args.seeds), **kw)
+    data = evaluation.alibi_kdd_runs(ds, range(args.seeds), **kw)
     ep = {"epochs": 2} if args.quick else {}
     init = _init_kw(args)
-    vaegmm = protocols.vaegmm_spec(presets.ALIBI_KDD_VAEGMM, epochs_scale=args.epochs_scale, name="VAEGMM",
+    vaegmm = evaluation.vaegmm_spec(presets.ALIBI_KDD_VAEGMM, epochs_scale=args.epochs_scale, name="VAEGMM",
                                    **ep, **init)
-    aegmm = protocols.dagmm_spec(
+    aegmm = evaluation.dagmm_spec(
         presets.KDDCUP, name="AEGMM", n_gmm=2, epochs=ep.get("epochs", max(1, round(30 * args.epochs_scale))),
         **init,
     )
     aegmm.description = ("OutlierAEGMM, DAGMM KDD nets (60-30-10 tanh, latent 1), K 2, "
                          f"{aegmm.fit_args['epochs']} epochs, batch 1024, lr 1e-4 (not alibi's exact AEGMM example)")
-    specs = [vaegmm, aegmm, protocols.isolation_forest_spec()]
+    specs = [vaegmm, aegmm, evaluation.isolation_forest_spec()]
     for spec in specs:
         runner.submit(("alibi", spec.name), data, spec, "alibi kdd")
     return {"info": dict(data.info), "specs": specs}
@@ -509,15 +509,15 @@ def render_alibi(runner: Runner, args, plan) -> str:
 def submit_mnist(runner: Runner, args, cache) -> dict:
     import jax
 
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     mn = _load("mnist", args, cache)
     images, labels = mn.images, mn.labels
     if args.quick:
         images, labels = images[:1000], labels[:1000]
     _log(f"preparing contaminated MNIST ({args.seeds} runs)")
-    data = protocols.contaminated_mnist_runs(images, labels, range(args.seeds))
-    vae = protocols.vae_spec(
+    data = evaluation.contaminated_mnist_runs(images, labels, range(args.seeds))
+    vae = evaluation.vae_spec(
         None, epochs=1 if args.quick else args.mnist_epochs, batch_size=128, learning_rate=1e-3,
         score_type="mse", likelihood="bernoulli", latent_dim=3, samples=1 if args.quick else 10,
         score_chunk=1024, name="VAE (conv)",
@@ -525,7 +525,7 @@ def submit_mnist(runner: Runner, args, cache) -> dict:
         # seed than one seed at a time; accelerators batch the seeds
         seed_batch_size=1 if jax.default_backend() == "cpu" else None,
     )
-    specs = [vae, protocols.isolation_forest_spec()]
+    specs = [vae, evaluation.isolation_forest_spec()]
     for spec in specs:
         runner.submit(("mnist", spec.name), data, spec, "mnist")
     return {"info": dict(data.info), "specs": specs, "n_images": len(images)}
@@ -598,10 +598,6 @@ def main(argv=None) -> int:
             os.environ["XLA_FLAGS"] = (flags + " --xla_gpu_autotune_level=0").strip()
     import jax
 
-    if not args.xla_autotune:  # the library autotunes its epoch programs (level 1) by default
-        from vaegmm_jax.engine import training
-
-        training.EPOCH_COMPILER_OPTIONS = {"xla_gpu_autotune_level": 0}
     if args.xla_cache.lower() != "none":
         jax.config.update("jax_compilation_cache_dir", args.xla_cache)
     workers = args.workers if args.workers is not None else (1 if jax.default_backend() == "cpu" else 8)
@@ -631,7 +627,7 @@ def main(argv=None) -> int:
     finally:
         runner.close()
     total = time.perf_counter() - t0
-    from vaegmm_jax.evaluation.protocols import SCALINGS  # JAX is loaded by now
+    from vaegmm_jax.evaluation import SCALINGS  # JAX is loaded by now
 
     cmd = "python " + " ".join(shlex.quote(a) for a in ([os.path.relpath(sys.argv[0], os.getcwd())] + sys.argv[1:]))
     header = [

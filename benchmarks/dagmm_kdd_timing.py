@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--epoch-compiler-options", default=None,
                    help='JSON XLA options for the epoch program, e.g. \'{"xla_gpu_autotune_level": 0}\'')
     p.add_argument("--init-platform", default=None,
-                   help="run parameter initialisation on this platform's first device (training.INIT_PLATFORM), "
+                   help="run parameter initialisation on this platform's first device (CompileOptions.init_platform), "
                         "e.g. cpu beside a GPU; default: the training device")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
@@ -37,11 +37,11 @@ def main(argv=None) -> int:
     import optax
 
     import vaegmm_jax as vj
-    from vaegmm_jax.engine import training
+    from vaegmm_jax.engine.config import CompileOptions, FitOptions
 
+    compile_options = CompileOptions(init_platform=args.init_platform)
     if args.epoch_compiler_options is not None:
-        training.EPOCH_COMPILER_OPTIONS = json.loads(args.epoch_compiler_options)
-    training.INIT_PLATFORM = args.init_platform
+        compile_options = CompileOptions(epoch=json.loads(args.epoch_compiler_options), init_platform=args.init_platform)
 
     x = common.make_data(args.rows)
     # start the device runtime (CUDA context, cuBLAS handles) outside the timed fit: it is a
@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     backend_init_s = time.perf_counter() - t_backend
     det = vj.OutlierAEGMM(n_gmm=4, latent_dim=1, hidden=(60, 30, 10), gmm_hidden=10, gmm_dropout=0.5, seed=0)
     t0 = time.perf_counter()
-    det.fit(x, epochs=args.epochs, batch_size=args.batch_size, optimizer=optax.adam(1e-4), verbose=False)
+    det.fit(x, epochs=args.epochs, batch_size=args.batch_size, optimizer=optax.adam(1e-4), verbose=False,
+            options=FitOptions(compile=compile_options))
     fit_s = time.perf_counter() - t0
     dev = jax.devices()[0]
     common.write_result(args.json, {
@@ -60,8 +61,8 @@ def main(argv=None) -> int:
         "jax": jax.__version__,
         "rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size,
         "fit_s_including_compile": fit_s,
-        "epoch_compiler_options": training.EPOCH_COMPILER_OPTIONS,
-        "init_platform": training.INIT_PLATFORM,
+        "epoch_compiler_options": dict(compile_options.epoch),
+        "init_platform": compile_options.init_platform,
         "backend_init_s": backend_init_s,
         "first_epoch_s": det.epoch_seconds[0],
         "fit_phases_s": det.fit_seconds,

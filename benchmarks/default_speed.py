@@ -55,9 +55,9 @@ def main(argv=None) -> int:
             scores = det.score(x_score)
             best = min(best, time.perf_counter() - started)
         # the fused GPU decoder kernel ("auto" on NVIDIA GPUs) against plain XLA, same detector
-        det.scoring_kernel, det._score_jit = "xla", {}
+        det.scoring_kernel = "xla"
         xla_scores = det.score(x_score[: min(args.score_rows, 65536)])
-        det.scoring_kernel, det._score_jit = "auto", {}
+        det.scoring_kernel = "auto"
         kernel_diff = float(np.max(np.abs(xla_scores - scores[: len(xla_scores)])))
         print(json.dumps({
             "config": name, "device": f"{device.platform}:{device.device_kind}", "score_rows": args.score_rows,

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     def rate(kernel, dtype):
         det.scoring_kernel = kernel
-        det._score_jit = {}
+        det.clear_compiled()
         det.score(xs[: args.chunk], batch_size=args.chunk, compute_dtype=dtype)  # compile
         best = []
         for _ in range(3):

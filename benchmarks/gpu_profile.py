@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     selected = [v for v in args.variants.split(",") if v]
     # the optimised HLO of the default scoring program, to read the fusions
     x0 = xs[: int(args.chunks.split(",")[0])]
-    lowered = det._jitted_score(args.trace_dtype).lower(det.params, det._score_extra(), x0, np.int32(0), det._key(3))
+    lowered = det._jitted_score(args.trace_dtype).lower(det.params, det._score_inputs(), x0, np.int32(0), det._key(3))
     with open(os.path.join(args.out, "score_hlo.txt"), "w") as f:
         f.write(lowered.compile().as_text())
     scoring = {}
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         try:
             for dtype in ("float32", "bfloat16"):
                 for chunk in [int(c) for c in args.chunks.split(",")]:
-                    det._score_jit = {}
+                    det.clear_compiled()
                     t0 = time.perf_counter()
                     det.score(xs[:chunk], batch_size=chunk, compute_dtype=dtype)
                     compile_s = time.perf_counter() - t0
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
             vae_lib.row_normal_noise = true_row_noise
             gmm_ae.GMMAutoencoder.mixture_input = true_mixture_input
     result["scoring"] = scoring
-    det._score_jit = {}
+    det.clear_compiled()
 
     # kernel breakdown of two default scoring calls of 2 chunks each
     chunk = 1_048_576

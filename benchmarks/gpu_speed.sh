@@ -10,7 +10,7 @@ python3 -c "import jax, flax, optax, orbax.checkpoint as o, torch; print('jax', 
 python3 benchmarks/jax_vaegmm.py --rows 200000 --epochs 4 --score-rows 8000000 --bf16 --json "$OUT/jax_gpu.json" > "$OUT/jax_gpu.log" 2>&1; echo "jax rc=$?"
 python3 benchmarks/torch_vaegmm.py --rows 200000 --epochs 4 --score-rows 8000000 --device cuda --json "$OUT/torch_gpu.json" > "$OUT/torch_gpu.log" 2>&1; echo "torch rc=$?"
 python3 benchmarks/dagmm_kdd_timing.py --rows 200000 --epochs 200 --json "$OUT/dagmm_kdd_gpu.json" > "$OUT/dagmm.log" 2>&1; echo "dagmm rc=$?"
-# the same with parameter initialisation compiled and run on the host CPU (training.INIT_PLATFORM),
+# the same with parameter initialisation compiled and run on the host CPU (CompileOptions(init_platform=...)),
 # each in its own process, alternated so both see the same machine state
 for i in 1 2; do
   python3 benchmarks/dagmm_kdd_timing.py --rows 200000 --epochs 200 --init-platform cpu --json "$OUT/dagmm_kdd_gpu_hostinit$i.json" >> "$OUT/dagmm.log" 2>&1; echo "dagmm host-init rc=$?"

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 import vaegmm_jax as vj
 from vaegmm_jax.detectors import presets
 from vaegmm_jax.core import scaling
-from vaegmm_jax.detectors import base
+from vaegmm_jax.engine import config as base
 from vaegmm_jax.io.model_card import build_model_card
 
 

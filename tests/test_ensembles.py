@@ -9,11 +9,12 @@ import optax
 import pytest
 
 import vaegmm_jax as vj
+from vaegmm_jax.engine.config import EPOCH_COMPILER_OPTIONS, INIT_COMPILER_OPTIONS, RUN_ONCE_COMPILER_OPTIONS, xla_options
 from vaegmm_jax.io import model_card
 from vaegmm_jax.engine import members, training
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.detectors.base import FitOptions, NonFiniteLossError
-from vaegmm_jax.detectors.gmm_detectors import _mixture_chunk, mixture_from_device_array
+from vaegmm_jax.engine.mixture import mixture_chunk, mixture_from_device_array
 from vaegmm_jax.models.gmm_autoencoder import LOSS_TERMS, LossWeights, gmm_autoencoder_loss, squared_error_sum
 from vaegmm_jax.detectors.presets import PAPER_SCORING
 
@@ -127,18 +128,18 @@ def test_one_member_is_the_plain_single_model_bit_for_bit():
         return gmm_autoencoder_loss(model, weights, squared_error_sum, params, x, w, key)
 
     init = jax.jit(lambda k, x: training.init_train_state(model.init(k, x), opt),
-                   compiler_options=training.INIT_COMPILER_OPTIONS)
+                   compiler_options=xla_options(INIT_COMPILER_OPTIONS))
     state = init(members.stream_key(seed, 0), jnp.asarray(X[:batch]))
     epoch = jax.jit(training.make_train_epoch(loss, opt, LOSS_TERMS, batch), donate_argnums=0,
-                    compiler_options=training.EPOCH_COMPILER_OPTIONS or None)
+                    compiler_options=xla_options(EPOCH_COMPILER_OPTIONS))
     x = jnp.asarray(X)
     for e in range(2):
         state, _ = epoch(state, x, training.epoch_key(members.stream_key(seed, 1), e))
     for a, b in zip(_leaves(state.params), _leaves(det.params), strict=True):
         np.testing.assert_array_equal(a, b)
-    chunk = _mixture_chunk(len(X), 65536, None)
+    chunk = mixture_chunk(len(X), 65536, None)
     gmm, ok = jax.jit(lambda p, x, k: mixture_from_device_array(model, p, x, k, chunk),
-                      compiler_options=training.RUN_ONCE_COMPILER_OPTIONS)(state.params, x, members.stream_key(seed, 2))
+                      compiler_options=xla_options(RUN_ONCE_COMPILER_OPTIONS))(state.params, x, members.stream_key(seed, 2))
     assert bool(ok)
     for a, b in zip(_leaves(gmm), _leaves(det.gmm_params), strict=True):
         np.testing.assert_array_equal(a, b)

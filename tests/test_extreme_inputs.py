@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import vaegmm_jax as vj
-from vaegmm_jax.detectors.base import SCORE_INPUT_LIMIT, flag_outliers, percentile_threshold
+from vaegmm_jax.engine.scoring import SCORE_INPUT_LIMIT, flag_outliers, percentile_threshold
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(200, 6)).astype(np.float32)

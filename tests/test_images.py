@@ -82,19 +82,19 @@ def test_vae_default_nets_for_images():
     """Images with H, W divisible by 4 get the notebook's conv nets (logits for Bernoulli),
     others a dense MLP; a learned variance doubles the decoder's output channels."""
     det = vj.OutlierVAE(likelihood="bernoulli")
-    det._build(X_TRAIN[:2])
+    det.build_model(X_TRAIN[:2])
     enc, dec = det.model.encoder.module, det.model.decoder.module
     assert (type(enc).__name__, enc.features, enc.hidden) == ("ConvEncoder", (32, 64), 16)
     assert type(dec).__name__ == "ConvDecoder"
     assert (dec.features, dec.output, dec.image_shape) == ((64, 32), "logits", (H, W, 1))
     det = vj.OutlierVAE(score_type="recon_prob")
-    det._build(X_TRAIN[:2])
+    det.build_model(X_TRAIN[:2])
     assert det.model.decoder.module.channels == 2 and det.model.decoder_layout == "split"
     det = vj.OutlierVAE()
-    det._build(np.zeros((2, 10, 10, 1), np.float32))
+    det.build_model(np.zeros((2, 10, 10, 1), np.float32))
     assert type(det.model.encoder.module).__name__ == "MLP"
     with pytest.raises(ValueError, match="logits"):
-        vj.OutlierVAE(likelihood="bernoulli", **_conv_nets("sigmoid"))._build(X_TRAIN[:2])
+        vj.OutlierVAE(likelihood="bernoulli", **_conv_nets("sigmoid")).build_model(X_TRAIN[:2])
 
 
 def test_conv_decoder_rejects_bad_shapes():

@@ -16,7 +16,7 @@ from vaegmm_jax.nets import dense
 
 
 def _init_params(det, n_features, seed=0):
-    det._build(np.zeros((2, n_features), np.float32))
+    det.build_model(np.zeros((2, n_features), np.float32))
     return det.model.init(jax.random.PRNGKey(seed), jnp.zeros((2, n_features), jnp.float32))
 
 
@@ -78,7 +78,7 @@ def test_variational_heads_and_vae_use_the_named_initialiser():
     for w in _kernels(params["head"]):
         assert float(jnp.max(jnp.abs(w))) <= math.sqrt(6.0 / (4 + 2)) * (1 + 1e-6)
     vae = vj.OutlierVAE(latent_dim=2, hidden=(8, 4), kernel_init="torch_uniform")
-    vae._build(np.zeros((2, 12), np.float32))
+    vae.build_model(np.zeros((2, 12), np.float32))
     vparams = vae.model.init(jax.random.PRNGKey(0), jnp.zeros((2, 12), jnp.float32))
     kernels = _kernels(vparams)
     assert len(kernels) >= 6 and vae.model.head_init == "torch_uniform"

@@ -70,22 +70,21 @@ def test_sharded_training_and_scoring_on_4_devices_equal_single_device(tmp_path)
 
 
 def test_initialisation_on_another_device_gives_the_same_fit_on_the_detectors_devices(tmp_path):
-    # training.INIT_PLATFORM runs fresh initialisation on that platform's first device (the
+    # CompileOptions(init_platform=...) runs fresh initialisation on that platform's first device (the
     # host CPU beside a GPU). Stand-in here: cpu:0 initialises, the detector trains on cpu:1-2.
     code = f"""
     import jax, numpy as np, optax
     import vaegmm_jax as vj
-    from vaegmm_jax.engine import training
+    from vaegmm_jax.engine.config import CompileOptions, FitOptions
     from tests.conftest import manifold_data
     X, XT, _ = manifold_data(n_in=256, n_out=16, seed=6)
     devices = jax.devices()[1:3]
     out = {{}}
     for platform in (None, "cpu"):
-        training.INIT_PLATFORM = platform
+        options = FitOptions(compile=CompileOptions(init_platform=platform))
         for epochs in (1, 3):
-            det = vj.OutlierAEGMM(n_gmm=2, latent_dim=1, seed=4, hidden=(8, 4))
-            det.devices = devices
-            det.fit(X, epochs=epochs, batch_size=64, verbose=False, optimizer=optax.adam(1e-3))
+            det = vj.OutlierAEGMM(n_gmm=2, latent_dim=1, seed=4, hidden=(8, 4), devices=devices)
+            det.fit(X, epochs=epochs, batch_size=64, verbose=False, optimizer=optax.adam(1e-3), options=options)
             placed = {{d for leaf in jax.tree.leaves(det.params) for d in leaf.devices()}}
             assert placed == set(devices), (platform, epochs, placed)
             out[f"{{platform}}_{{epochs}}_scores"] = det.score(XT)
@@ -107,15 +106,17 @@ def test_initialisation_on_another_device_with_one_training_device(tmp_path):
     code = f"""
     import jax, numpy as np, optax
     import vaegmm_jax as vj
-    from vaegmm_jax.engine import training
+    from vaegmm_jax.engine.config import CompileOptions, FitOptions
     from tests.conftest import manifold_data
     X, XT, _ = manifold_data(n_in=256, n_out=16, seed=6)
     out = {{}}
     for name, device in (("default", None), ("other", jax.devices()[3])):
-        training.init_device = lambda: device
-        det = vj.OutlierAEGMM(n_gmm=2, latent_dim=1, seed=4, hidden=(8, 4))
-        det.devices = jax.devices()[:1]  # one device: no mesh
-        det.fit(X, epochs=2, batch_size=64, verbose=False, optimizer=optax.adam(1e-3))
+        class InitOn(CompileOptions):  # a stand-in for init_platform: another device of the same platform
+            def init_device(self):
+                return device
+        det = vj.OutlierAEGMM(n_gmm=2, latent_dim=1, seed=4, hidden=(8, 4), devices=jax.devices()[:1])  # no mesh
+        det.fit(X, epochs=2, batch_size=64, verbose=False, optimizer=optax.adam(1e-3),
+                options=FitOptions(compile=InitOn()))
         placed = {{d for leaf in jax.tree.leaves(det.params) for d in leaf.devices()}}
         assert placed == {{jax.devices()[0]}}, (name, placed)
         out[name + "_scores"] = det.score(XT)

@@ -64,7 +64,7 @@ def test_presets_are_frozen_and_replaceable():
 
 def _param_shapes(det, n_features):
     x = jnp.zeros((2, n_features), jnp.float32)
-    det._build(np.zeros((2, n_features), np.float32))
+    det.build_model(np.zeros((2, n_features), np.float32))
     params = jax.eval_shape(det.model.init, jax.random.PRNGKey(0), x)  # traced, not compiled
     return jax.tree.map(lambda a: a.shape, params)
 

@@ -148,12 +148,14 @@ def test_predict_and_thresholds(mse_det):
 def test_fixed_covariance_options_give_finite_losses(mse_det):
     # a fresh detector of the same architecture, so the shared fixture's state is untouched
     det = vj.OutlierVAE(score_type="mse", hidden=(16, 8), latent_dim=2)
-    det._build(X_TRAIN[:8])
+    det.build_model(X_TRAIN[:8])
     x, w, key = jnp.asarray(X_TRAIN[:64]), jnp.ones((64,)), jax.random.PRNGKey(0)
     for cov_elbo in ({"cov_diag": None}, {"cov_full": None}):
         fit_kwargs = {"cov_elbo": cov_elbo}
-        total, terms = jax.jit(det._make_loss(X_TRAIN, fit_kwargs))(mse_det.params, x, w, key)
-        assert fit_kwargs["cov_kind"] == next(iter(cov_elbo))
+        objective = det.training_objective(X_TRAIN, fit_kwargs)
+        total, terms = jax.jit(objective.loss_fn)(mse_det.params, x, w, key)
+        assert objective.recon_cov.kind == next(iter(cov_elbo))
+        assert fit_kwargs == {"cov_elbo": cov_elbo}  # the settings are read, never written into
         assert np.isfinite(float(total)) and float(terms["kl"]) >= 0
 
 

@@ -10,6 +10,7 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 import vaegmm_jax as vj
+from vaegmm_jax.engine.config import INIT_COMPILER_OPTIONS, xla_options
 from vaegmm_jax.detectors.presets import PAPER_SCORING
 from tests.conftest import manifold_data
 
@@ -217,14 +218,14 @@ def test_initialisation_compile_options_give_bit_identical_parameters():
     from vaegmm_jax.engine import training
 
     det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(8, 4), seed=5, recon_features="dagmm", **PAPER_SCORING)
-    det._build(X_TRAIN[:8])
+    det.build_model(X_TRAIN[:8])
     model, opt = det.model, optax.adam(1e-3)
 
     def init_state(key, x):
         return training.init_train_state(model.init(key, x), opt)
 
     args = (det._key(0), jnp.asarray(X_TRAIN[:64]))
-    light = jax.jit(init_state, compiler_options=training.INIT_COMPILER_OPTIONS)(*args)
+    light = jax.jit(init_state, compiler_options=xla_options(INIT_COMPILER_OPTIONS))(*args)
     # XLA's default level (3), named: the test session's XLA_FLAGS lower the default (conftest)
     default = jax.jit(init_state, compiler_options={"xla_backend_optimization_level": 3})(*args)
     for a, b in zip(jax.tree.leaves(light), jax.tree.leaves(default)):

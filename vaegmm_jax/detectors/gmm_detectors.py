@@ -13,12 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vaegmm_jax.engine import parallel, training
+from vaegmm_jax.engine import training
+from vaegmm_jax.engine.mixture import device_mixture_program
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
 from vaegmm_jax.engine import members
-from vaegmm_jax.detectors.base import _STREAM_SCORE, _STREAM_STATS, BaseDetector, FitOptions, robust_calibration
+from vaegmm_jax.detectors.base import (
+    STREAM_SCORE,
+    STREAM_STATS,
+    BaseDetector,
+    FitOptions,
+    check_cov_elbo,
+    cov_elbo_arrays,
+    robust_calibration,
+)
 from vaegmm_jax.models.gmm_autoencoder import (
     LOSS_TERMS,
     GMMAutoencoder,
@@ -27,7 +36,6 @@ from vaegmm_jax.models.gmm_autoencoder import (
     squared_error_sum,
 )
 from vaegmm_jax.nets import adapter, dense
-from vaegmm_jax.engine.streaming import iter_chunks
 from vaegmm_jax.engine.validation import check_hidden, check_positive_int
 
 
@@ -35,6 +43,8 @@ from vaegmm_jax.engine.validation import check_hidden, check_positive_int
 #: or 'energy_recon' (the default: energy plus log reconstruction error, each standardised by
 #: its median and interquartile range on the training rows; chosen on the development suite)
 SCORE_TYPES = ("energy", "energy_recon")
+#: how scoring decodes the latent samples (see :attr:`OutlierVAEGMM.scoring_kernel`)
+SCORING_KERNELS = ("auto", "xla")
 
 
 def combine_components(components: jax.Array, calibration: dict) -> jax.Array:
@@ -48,14 +58,13 @@ class _GMMDetector(BaseDetector):
     loss_terms = LOSS_TERMS
     member_arrays = ("gmm", "score_calibration")
     variational = True
-    #: how scoring decodes the L samples: "auto" (a fused Pallas kernel on NVIDIA GPUs for
-    #: dense decoders, XLA elsewhere) or "xla" (never the kernel). See GMMAutoencoder.sampled_z.
-    scoring_kernel: str = "auto"
+    network_args = ("encoder_net", "decoder_net", "gmm_density_net")
 
     def __init__(
         self,
         threshold: float | None = None,
-        vaegmm: GMMAutoencoder | None = None,
+        model: GMMAutoencoder | None = None,
+        *,
         encoder_net=None,
         decoder_net=None,
         gmm_density_net=None,
@@ -75,8 +84,12 @@ class _GMMDetector(BaseDetector):
         scaler: str | None = "auto",
         score_type: str = "energy_recon",
         n_members: int | None = None,
+        devices=None,
+        scoring_kernel: str = "auto",
     ):
-        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler, n_members=n_members)
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler, n_members=n_members,
+                         devices=devices)
+        self.scoring_kernel = scoring_kernel
         if score_type not in SCORE_TYPES:
             raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
         self.score_type = score_type
@@ -104,23 +117,36 @@ class _GMMDetector(BaseDetector):
             "kernel_init": str(kernel_init),
         }
         self.custom_nets = {
-            "encoder_net": encoder_net is not None or vaegmm is not None,
-            "decoder_net": decoder_net is not None or vaegmm is not None,
-            "gmm_density_net": gmm_density_net is not None or vaegmm is not None,
+            "encoder_net": encoder_net is not None or model is not None,
+            "decoder_net": decoder_net is not None or model is not None,
+            "gmm_density_net": gmm_density_net is not None or model is not None,
         }
         self._user_nets = (encoder_net, decoder_net, gmm_density_net)
-        if vaegmm is not None:
-            if not isinstance(vaegmm, GMMAutoencoder):
-                raise TypeError(f"vaegmm must be a vaegmm_jax.models.GMMAutoencoder, got {type(vaegmm).__name__}")
-            if vaegmm.variational != self.variational:
-                raise ValueError(f"the given model has variational={vaegmm.variational}, {type(self).__name__} needs {self.variational}")
-            self.model = vaegmm
-            self.n_gmm, self.latent_dim, self.eps = vaegmm.n_gmm, vaegmm.latent_dim, vaegmm.eps
+        if model is not None:
+            if not isinstance(model, GMMAutoencoder):
+                raise TypeError(f"{self.model_arg} must be a vaegmm_jax.models.GMMAutoencoder, got {type(model).__name__}")
+            if model.variational != self.variational:
+                raise ValueError(f"the given model has variational={model.variational}, {type(self).__name__} needs {self.variational}")
+            self.model = model
+            self.n_gmm, self.latent_dim, self.eps = model.n_gmm, model.latent_dim, model.eps
         self.gmm_params: gmm_lib.GMMParams | None = None
-        self.recon_cov: vae_lib.ReconCovariance | None = None
+
+    @property
+    def scoring_kernel(self) -> str:
+        """How scoring decodes the L samples: 'auto' (a fused Pallas kernel on NVIDIA GPUs for
+        dense decoders, XLA elsewhere) or 'xla' (never the kernel); see GMMAutoencoder.sampled_z.
+        A setting (constructor ``scoring_kernel=``, saved); assigning it drops compiled programs."""
+        return self._scoring_kernel
+
+    @scoring_kernel.setter
+    def scoring_kernel(self, kind: str) -> None:
+        if kind not in SCORING_KERNELS:
+            raise ValueError(f"scoring_kernel must be one of {SCORING_KERNELS}, got {kind!r}")
+        self._scoring_kernel = kind
+        self.clear_compiled()
 
     # -- model ---------------------------------------------------------------------------
-    def _build(self, x_sample: np.ndarray) -> None:
+    def build_model(self, x_sample: np.ndarray) -> None:
         if self.model is not None:
             return
         n_features = int(np.prod(x_sample.shape[1:]))
@@ -136,7 +162,7 @@ class _GMMDetector(BaseDetector):
         if dec is None:
             dec = dense.default_decoder(n_features, hidden, act, init)
             if x_sample.ndim > 2:
-                dec = _Reshape(dec, tuple(x_sample.shape[1:]))
+                dec = adapter.with_output_shape(dec, tuple(x_sample.shape[1:]))
         if gmm_net is None:
             gmm_net = dense.default_gmm_density_net(
                 self.n_gmm, self.arch["gmm_hidden"], self.arch["gmm_dropout"], act, init)
@@ -152,9 +178,6 @@ class _GMMDetector(BaseDetector):
             head_init=init,
         )
 
-    def _recon_nll(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
-        raise NotImplementedError
-
     def _loss_weights(self, fit_kwargs: dict) -> LossWeights:
         return LossWeights(
             w_recon=float(fit_kwargs["w_recon"]),
@@ -163,41 +186,44 @@ class _GMMDetector(BaseDetector):
             beta=self.beta if self.variational else 0.0,
         )
 
-    def _make_loss(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+    def training_objective(self, X: np.ndarray, fit_kwargs: dict) -> training.Objective:
         model, weights = self.model, self._loss_weights(fit_kwargs)
-        recon_nll = self._recon_nll(X, fit_kwargs)
+        recon_cov = None
+        if "cov_elbo" in fit_kwargs:  # the VAEGMM's Gaussian likelihood, its covariance fixed from X
+            recon_cov = vae_lib.recon_covariance(cov_elbo_arrays(fit_kwargs["cov_elbo"]), X.reshape(X.shape[0], -1))
+
+            def recon_nll(x, x_recon):
+                return vae_lib.gaussian_nll(x, x_recon, recon_cov)
+        else:  # DAGMM: the per-row sum of squared errors
+            recon_nll = squared_error_sum
 
         def loss_fn(params, x, row_weights, key):
             return gmm_autoencoder_loss(model, weights, recon_nll, params, x, row_weights, key)
 
-        return loss_fn
+        return training.Objective(loss_fn, recon_cov)
 
-    def _make_metric_fn(self, metric: Callable):
-        model = self.model
-
-        def metric_fn(x, row_weights, params):
-            out = model.forward(params, x, jax.random.PRNGKey(0))
-            value = jnp.asarray(metric(x.reshape(x.shape[0], -1), out.x_recon.reshape(x.shape[0], -1)))
-            return vae_lib.weighted_mean(value, row_weights) if value.ndim == 1 else value
-
-        return metric_fn
+    def reconstruct(self, params, x: jax.Array, key: jax.Array) -> jax.Array:
+        return self.model.forward(params, x, key).x_recon
 
     # -- mixture from the whole training set, in chunks ----------------------------------
-    def _mixture_program(self, n_rows: int, batch_size: int, member_data: bool) -> Callable:
-        return _device_mixture_program(self.model, n_rows, max(batch_size, 65536), self.devices,
-                                       n_members=self.n_members, member_data=member_data)
+    def _mixture_program(self, n_rows: int, batch_size: int, member_data: bool, compiler_options) -> Callable:
+        return device_mixture_program(self.model, n_rows, max(batch_size, 65536), self.devices,
+                                       n_members=self.n_members, member_data=member_data,
+                                       compiler_options=compiler_options)
 
-    def _after_fit_compiler(self, X: jax.Array, batch_size: int, params_like, member_data: bool = False) -> Callable:
-        fn = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data)
-        key = self._member_keys(_STREAM_STATS)
+    def after_fit_compiler(self, X: jax.Array, batch_size: int, params_like, member_data: bool,
+                           compiler_options) -> Callable:
+        fn = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data, compiler_options)
+        key = self.member_keys(STREAM_STATS)
         return lambda: fn.lower(params_like, X, key).compile()
 
-    def _after_fit(self, X: jax.Array, batch_size: int, compiled: Callable | None = None, member_data: bool = False,
-                   strict: bool = True) -> np.ndarray:
+    def after_fit(self, X: jax.Array, batch_size: int, compiled: Callable | None, member_data: bool, strict: bool,
+                  compiler_options) -> np.ndarray:
         program = compiled  # the device-array program, compiled while the epochs ran
         if program is None:
-            program = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data)
-        self.gmm_params, finite = program(self.params, X, self._member_keys(_STREAM_STATS))
+            program = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data,
+                                            compiler_options)
+        self.gmm_params, finite = program(self.params, X, self.member_keys(STREAM_STATS))
         finite = members.per_member(np.asarray(finite), self.n_members)
         if strict and not finite.all():
             who = "" if self.n_members == 1 else f" of member(s) {np.flatnonzero(~finite).tolist()}"
@@ -215,10 +241,10 @@ class _GMMDetector(BaseDetector):
         training rows, with the scoring noise: what makes the two components addable.
         {'center': ([M,] 2), 'scale': ([M,] 2)}."""
         n = self.n_members
-        components = members.over_members(self._components_chunk_fn(self._n_score_samples()),
+        components = members.over_members(self._components_chunk_fn(self.n_score_samples()),
                                           (0, 0, 1 if member_data else None, None, 0), n)
         fn = jax.jit(components if n == 1 else lambda *a: jnp.moveaxis(components(*a), 0, 1))
-        keys = self._member_keys(_STREAM_SCORE)
+        keys = self.member_keys(STREAM_SCORE)
         gmm, params = self.gmm_params, self.params
         if member_data:
             X = jnp.moveaxis(X, 0, 1)
@@ -229,10 +255,10 @@ class _GMMDetector(BaseDetector):
         return {k: np.stack([c[k] for c in per_member]) for k in ("center", "scale")}
 
     # -- scoring -------------------------------------------------------------------------
-    def _n_score_samples(self) -> int:
+    def n_score_samples(self) -> int:
         return self.samples if self.variational else 1
 
-    def _score_extra(self):
+    def score_state(self):
         from vaegmm_jax.engine.validation import NotFittedError
 
         if self.gmm_params is None:
@@ -243,7 +269,7 @@ class _GMMDetector(BaseDetector):
             raise NotFittedError(f"{type(self).__name__} has no score calibration: call fit(X) first")
         return (self.gmm_params, {k: jnp.asarray(v) for k, v in self.score_calibration.items()})
 
-    def _score_chunk_fn(self, n_samples: int) -> Callable:
+    def score_chunk_fn(self, n_samples: int, output=None) -> Callable:
         """fn(params, extra, x (C, *S), offset, key) -> (C,) scores.
 
         'energy': the mean sample energy over the L samples (extra: the mixture).
@@ -278,62 +304,37 @@ class _GMMDetector(BaseDetector):
         return chunk_fn
 
     # -- persistence ---------------------------------------------------------------------
-    _model_arg = "vaegmm"
-
-    @classmethod
-    def from_config(cls, config: dict, **networks) -> "_GMMDetector":
-        """Rebuilds an unfitted detector from :meth:`config_dict` output.
-
-        Custom networks are not stored (only their parameters): pass the same
-        objects again as keyword arguments.
-        """
-        allowed = {"encoder_net", "decoder_net", "gmm_density_net", cls._model_arg}
-        unknown = set(networks) - allowed
-        if unknown:
-            raise TypeError(f"unexpected arguments {sorted(unknown)}; allowed: {sorted(allowed)}")
-        if cls._model_arg not in networks:
-            missing = [n for n, custom in config["custom_nets"].items() if custom and networks.get(n) is None]
-            if missing:
-                raise ValueError(
-                    f"this {cls.__name__} was built with custom networks {missing}; their code is not stored in "
-                    f"the checkpoint (only parameters), so pass them again: load_detector(path, {missing[0]}=...)"
-                )
-        recon = config["recon_features"]
-        if recon.startswith("custom:"):
-            raise ValueError(f"the detector used a custom recon_features function ({recon}); it cannot be rebuilt")
-        kwargs = dict(
-            n_gmm=config["n_gmm"], latent_dim=config["latent_dim"], recon_features=recon,
-            data_type=config["data_type"], eps=config["eps"],
-            hidden=config["arch"]["hidden"], gmm_hidden=config["arch"]["gmm_hidden"],
-            gmm_dropout=config["arch"]["gmm_dropout"], activation=config["arch"]["activation"],
-            # checkpoints written before kernel_init existed used Flax's default
-            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
-            # checkpoints written before the in-detector scaler existed were trained without one
-            scaler=config.get("scaler"),
-            score_type=config.get("score_type", "energy"),
-            # checkpoints written before ensembles existed hold one model
-            seed=config.get("member_seeds", config["seed"]),
-        )
-        if cls.variational:
-            kwargs.update(samples=config["samples"], beta=config["beta"])
-        return cls(**kwargs, **networks)
-
-    def config_dict(self) -> dict:
+    def _own_config(self) -> dict:
         return {
             "n_gmm": self.n_gmm,
             "latent_dim": self.latent_dim,
             "samples": self.samples,
             "beta": self.beta,
             "recon_features": self.recon_features_name,
-            "data_type": self.data_type,
-            "seed": self.seed,
             "eps": self.eps,
             "arch": self.arch,
             "custom_nets": self.custom_nets,
-            "scaler": self.scaler_kind,
             "score_type": self.score_type,
-            **self._member_config(),
+            "scoring_kernel": self.scoring_kernel,
         }
+
+    @classmethod
+    def _own_kwargs(cls, config: dict) -> dict:
+        recon = config["recon_features"]
+        if recon.startswith("custom:"):
+            raise ValueError(f"the detector used a custom recon_features function ({recon}); it cannot be rebuilt")
+        kwargs = dict(
+            n_gmm=config["n_gmm"], latent_dim=config["latent_dim"], recon_features=recon, eps=config["eps"],
+            hidden=config["arch"]["hidden"], gmm_hidden=config["arch"]["gmm_hidden"],
+            gmm_dropout=config["arch"]["gmm_dropout"], activation=config["arch"]["activation"],
+            # checkpoints written before kernel_init existed used Flax's default
+            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
+            score_type=config.get("score_type", "energy"),
+            scoring_kernel=config.get("scoring_kernel", "auto"),
+        )
+        if cls.variational:
+            kwargs.update(samples=config["samples"], beta=config["beta"])
+        return kwargs
 
     def extra_arrays(self) -> dict[str, Any]:
         out = super().extra_arrays()
@@ -341,8 +342,6 @@ class _GMMDetector(BaseDetector):
             out["score_calibration"] = dict(self.score_calibration)
         if self.gmm_params is not None:
             out["gmm"] = dict(self.gmm_params._asdict())
-        if self.recon_cov is not None:
-            out["recon_scale"] = self.recon_cov.scale
         return out
 
     def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
@@ -351,163 +350,12 @@ class _GMMDetector(BaseDetector):
             self.score_calibration = {k: np.asarray(v, np.float32) for k, v in arrays["score_calibration"].items()}
         if "gmm" in arrays:
             self.gmm_params = gmm_lib.GMMParams(**{k: jnp.asarray(v) for k, v in arrays["gmm"].items()})
-        if "recon_scale" in arrays and self.fit_config.get("cov_kind"):
-            self.recon_cov = vae_lib.ReconCovariance(self.fit_config["cov_kind"], jnp.asarray(arrays["recon_scale"]))
-
-
-def fit_mixture(
-    model: GMMAutoencoder, params, X: np.ndarray, key: jax.Array, chunk_size: int = 8192, devices=None
-) -> gmm_lib.GMMParams:
-    """phi/mu/Sigma from the whole data set, in fixed-size chunks (memory bounded by the chunk).
-
-    Two passes of additive statistics: the means first, then second moments centred
-    on them, which equals the one-pass estimate without float32 cancellation.
-    Each row uses one latent sample whose noise depends only on (key, row index).
-    A ``jax.Array`` (the training set after ``fit``) is processed by one compiled
-    program (:func:`mixture_from_device_array`); host data is streamed chunk by chunk.
-
-    Args:
-      model: the model.
-      params: its parameters.
-      X: (N, *S) data (numpy, memmap, or a jax.Array, which is sliced on the device).
-      key: PRNG key of the latent samples.
-      chunk_size: rows per chunk.
-      devices: devices to split each chunk's rows over (default all local devices);
-        the statistics are summed across them.
-
-    Returns:
-      GMMParams(phi (K,), mu (K, D), cov (K, D, D)).
-    """
-    return _fit_mixture(model, params, X, key, chunk_size, devices)[0]
-
-
-def _mixture_chunk(n_rows: int, chunk_size: int, mesh) -> int:
-    return parallel.round_up(min(chunk_size, -(-n_rows // 8) * 8), parallel.mesh_size(mesh))
-
-
-def _device_mixture_program(model: GMMAutoencoder, n_rows: int, chunk_size: int, devices, n_members: int = 1,
-                            member_data: bool = False) -> Callable:
-    """jit(fn(params, x, keys) -> (GMMParams, finite)): the whole mixture fit of a device array
-    x (N, *S) (or (M, N, *S) with ``member_data``) for each of M members (leading member axis
-    when M > 1).
-
-    It runs once per fit, so it is compiled for a short compile (no Triton GEMM autotuning)
-    rather than for the last microsecond. One member: each chunk's rows are split over the
-    devices; several: the members are vmapped on one device.
-    """
-    mesh = parallel.local_mesh(devices) if n_members == 1 else None
-    sharding = parallel.row_sharding(mesh)
-    chunk = _mixture_chunk(n_rows, chunk_size, mesh)
-
-    def one_member(p, x, k):
-        return mixture_from_device_array(model, p, x, k, chunk, sharding)
-
-    return jax.jit(
-        members.over_members(one_member, (0, 0 if member_data else None, 0), n_members),
-        compiler_options=training.RUN_ONCE_COMPILER_OPTIONS,
-    )
-
-
-def _fit_mixture(model, params, X, key, chunk_size, devices):
-    """fit_mixture plus its () bool finiteness check (in the same program for device data)."""
-    if isinstance(X, jax.Array):
-        return _device_mixture_program(model, X.shape[0], chunk_size, devices)(params, X, key)
-    mesh = parallel.local_mesh(devices)
-    sharding = parallel.row_sharding(mesh)
-    chunk_size = _mixture_chunk(X.shape[0], chunk_size, mesh)
-
-    @jax.jit
-    def chunk_stats(params, x, weights, offset, shift, total):
-        rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
-        noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
-        return gmm_lib.merge_stats(total, model.gmm_stats(params, x, noise, weights, shift))
-
-    shift = jnp.zeros((model.n_gmm, _mixture_dim(model)), jnp.float32)  # pass 1 around 0, pass 2 around the means
-    for _ in range(2):
-        # start from zero statistics (not None) so both passes share one compiled program
-        total = _zero_stats(shift)
-        for chunk in iter_chunks(X, chunk_size):
-            x, w = parallel.put(chunk.x, sharding), parallel.put(chunk.weights, sharding)
-            total = chunk_stats(params, x, w, np.int32(chunk.offset), shift, total)
-        first = _params_from_stats(total)
-        shift = first.mu
-    return first, _params_are_finite(first, model.eps)
-
-
-def mixture_from_device_array(model: GMMAutoencoder, params, x: jax.Array, key: jax.Array, chunk_size: int,
-                              sharding=None) -> tuple[gmm_lib.GMMParams, jax.Array]:
-    """The two statistics passes of :func:`fit_mixture` over an on-device array, as scans (pure; jit it).
-
-    Chunk c holds rows [c C, c C + C); rows past N are the last row again with weight 0
-    (as in streaming), so the result equals the streamed one up to summation order.
-    The pass itself is a scan too: the model appears once in the compiled program.
-
-    Args:
-      model: the model.
-      params: its parameters.
-      x: (N, *S) data.
-      key: PRNG key of the latent samples (row i uses fold_in(key, i)).
-      chunk_size: C rows per step (static).
-      sharding: optional row sharding of each chunk over devices.
-
-    Returns:
-      (GMMParams(phi (K,), mu (K, D), cov (K, D, D)), () bool: finite and factorable).
-    """
-    n = x.shape[0]
-    offsets = jnp.arange(-(-n // chunk_size), dtype=jnp.int32) * chunk_size
-
-    def chunk_body(total, offset):
-        rows = offset + jnp.arange(chunk_size, dtype=jnp.int32)
-        xc = jnp.take(x, jnp.minimum(rows, n - 1), axis=0)
-        wc = (rows < n).astype(jnp.float32)
-        if sharding is not None:
-            xc = jax.lax.with_sharding_constraint(xc, sharding)
-            wc = jax.lax.with_sharding_constraint(wc, sharding)
-        noise = vae_lib.row_normal_noise(key, rows, 1, model.latent_dim)
-        return gmm_lib.merge_stats(total, model.gmm_stats(params, xc, noise, wc, total.shift)), None
-
-    def one_pass(shift, _):
-        total, _ = jax.lax.scan(chunk_body, _zero_stats(shift), offsets)
-        mixture = gmm_lib.params_from_stats(total)
-        return mixture.mu, mixture
-
-    zero_shift = jnp.zeros((model.n_gmm, _mixture_dim(model)), jnp.float32)
-    _, passes = jax.lax.scan(one_pass, zero_shift, None, length=2)  # pass 1 around 0, pass 2 around the means
-    mixture = jax.tree.map(lambda a: a[1], passes)
-    return mixture, gmm_lib.params_are_finite(mixture, model.eps)
-
-
-def _mixture_dim(model: GMMAutoencoder) -> int:
-    return model.latent_dim + model.recon_features(np.zeros((1, 1)), np.ones((1, 1))).shape[-1]
-
-
-def _zero_stats(shift: jax.Array) -> gmm_lib.GMMStats:
-    k, d = shift.shape
-    return gmm_lib.GMMStats(
-        count=jnp.zeros((), jnp.float32), weight=jnp.zeros((k,), jnp.float32),
-        sum_z=jnp.zeros((k, d), jnp.float32), sum_zz=jnp.zeros((k, d, d), jnp.float32), shift=shift,
-    )
-
-
-_params_from_stats = jax.jit(gmm_lib.params_from_stats)
-_params_are_finite = jax.jit(gmm_lib.params_are_finite, static_argnums=1)
-
-
-class _Reshape:
-    """Wraps a flat decoder so its output has the image shape (for default nets on images)."""
-
-    def __new__(cls, module, shape):
-        net = adapter.as_network(module)
-
-        def apply(params, z, train=False, key=None):
-            out = net.apply(params, z, train, key)
-            return out.reshape((out.shape[0],) + shape)
-
-        return adapter.Network(init=net.init, apply=apply, kind=net.kind, module=module)
 
 
 class OutlierVAEGMM(_GMMDetector):
     """Variational autoencoding Gaussian mixture outlier detector (alibi-detect's API).
+
+    Every argument but ``threshold`` and ``vaegmm`` is keyword-only.
 
     Args:
       threshold: score above which a row is an outlier (or infer_threshold later).
@@ -547,6 +395,8 @@ class OutlierVAEGMM(_GMMDetector):
         ``len(seed)``). The score of an ensemble is the mean over members of each member's score
         standardised by its median and interquartile range on the training rows; each member
         is readable (:meth:`member`, :meth:`score_members`).
+      devices: the devices fit and score split rows (or members) over (default None: all local devices).
+      scoring_kernel: 'auto' (default: a fused Pallas decoder kernel on NVIDIA GPUs) or 'xla'.
 
     The defaults were chosen on a development suite of 19 ODDS/ADBench sets
     (``benchmarks/suite.py``, README "Defaults, and why"); ``presets.ALIBI`` and
@@ -554,6 +404,11 @@ class OutlierVAEGMM(_GMMDetector):
     """
 
     variational = True
+    model_arg = "vaegmm"
+    network_args = _GMMDetector.network_args + ("vaegmm",)
+
+    def __init__(self, threshold: float | None = None, vaegmm: GMMAutoencoder | None = None, **settings):
+        super().__init__(threshold, vaegmm, **settings)
 
     def fit(
         self,
@@ -597,37 +452,9 @@ class OutlierVAEGMM(_GMMDetector):
           The history: {term: [value per epoch]} for recon, energy, cov_diag, kl, total.
         """
         cov_elbo = dict(sim=1.0) if cov_elbo is None else cov_elbo
-        return self._fit(
-            X,
-            optimizer=optimizer,
-            epochs=epochs,
-            batch_size=batch_size,
-            verbose=verbose,
-            log_metric=log_metric,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            options=options,
-            fit_kwargs=dict(w_recon=w_recon, w_energy=w_energy, w_cov_diag=w_cov_diag, cov_elbo=_jsonable_cov(cov_elbo)),
-        )
-
-    def _recon_nll(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
-        cov_elbo = fit_kwargs["cov_elbo"]
-        self.recon_cov = vae_lib.recon_covariance(
-            {k: (None if v is None else np.asarray(v)) for k, v in cov_elbo.items()}, X.reshape(X.shape[0], -1)
-        )
-        fit_kwargs["cov_kind"] = self.recon_cov.kind
-        cov = self.recon_cov
-        return lambda x, x_recon: vae_lib.gaussian_nll(x, x_recon, cov)
-
-
-def _jsonable_cov(cov_elbo: dict) -> dict:
-    if not isinstance(cov_elbo, dict) or len(cov_elbo) != 1:
-        raise ValueError(
-            f"cov_elbo must be a dict with exactly one of 'sim', 'cov_diag', 'cov_full', got {cov_elbo!r}"
-        )
-    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in cov_elbo.items()}
-
+        return self._fit(X, optimizer=optimizer, epochs=epochs, batch_size=batch_size, verbose=verbose,
+                         log_metric=log_metric, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                         resume=resume, options=options, fit_kwargs=dict(w_recon=w_recon, w_energy=w_energy, w_cov_diag=w_cov_diag, cov_elbo=check_cov_elbo(cov_elbo)))
 
 class OutlierAEGMM(_GMMDetector):
     """DAGMM (Zong et al., 2018): deterministic autoencoder + Gaussian mixture.
@@ -641,18 +468,14 @@ class OutlierAEGMM(_GMMDetector):
     """
 
     variational = False
-    _model_arg = "aegmm"
+    model_arg = "aegmm"
+    network_args = _GMMDetector.network_args + ("aegmm",)
 
-    def __init__(self, threshold=None, aegmm=None, encoder_net=None, decoder_net=None, gmm_density_net=None,
-                 n_gmm: int = 2, latent_dim: int = 2, recon_features="rmse", data_type=None, seed: int = 0,
-                 eps: float = gmm_lib.DEFAULT_EPS, hidden=None, gmm_hidden: int = 10, gmm_dropout: float = 0.5,
-                 activation: str = "tanh", kernel_init: str = dense.DEFAULT_KERNEL_INIT,
-                 scaler: str | None = "auto", score_type: str = "energy_recon", n_members: int | None = None):
-        super().__init__(threshold=threshold, vaegmm=aegmm, encoder_net=encoder_net, decoder_net=decoder_net,
-                         gmm_density_net=gmm_density_net, n_gmm=n_gmm, latent_dim=latent_dim, samples=1, beta=0.0,
-                         recon_features=recon_features, data_type=data_type, seed=seed, eps=eps, hidden=hidden,
-                         gmm_hidden=gmm_hidden, gmm_dropout=gmm_dropout, activation=activation,
-                         kernel_init=kernel_init, scaler=scaler, score_type=score_type, n_members=n_members)
+    def __init__(self, threshold: float | None = None, aegmm: GMMAutoencoder | None = None, **settings):
+        fixed = sorted({"samples", "beta"} & set(settings))
+        if fixed:
+            raise TypeError(f"OutlierAEGMM has no {fixed}: its latent is not sampled (see OutlierVAEGMM)")
+        super().__init__(threshold, aegmm, samples=1, beta=0.0, **settings)
 
     def fit(
         self,
@@ -670,19 +493,7 @@ class OutlierAEGMM(_GMMDetector):
         options: FitOptions | None = None,
     ) -> dict[str, list[float]]:
         """Trains DAGMM on X (N, *S). Arguments as OutlierVAEGMM.fit (w_energy = lambda1, w_cov_diag = lambda2)."""
-        return self._fit(
-            X,
-            optimizer=optimizer,
-            epochs=epochs,
-            batch_size=batch_size,
-            verbose=verbose,
-            log_metric=log_metric,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            options=options,
-            fit_kwargs=dict(w_recon=1.0, w_energy=w_energy, w_cov_diag=w_cov_diag),
-        )
+        return self._fit(X, optimizer=optimizer, epochs=epochs, batch_size=batch_size, verbose=verbose,
+                         log_metric=log_metric, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                         resume=resume, options=options, fit_kwargs=dict(w_recon=1.0, w_energy=w_energy, w_cov_diag=w_cov_diag))
 
-    def _recon_nll(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
-        return squared_error_sum

@@ -32,6 +32,8 @@ from typing import Any, Mapping, Union
 
 import optax
 
+from vaegmm_jax.detectors.gmm_detectors import OutlierAEGMM, OutlierVAEGMM
+
 
 @dataclass(frozen=True)
 class DAGMMPreset:
@@ -276,8 +278,6 @@ def make_detector(preset: Preset | str, **overrides: Any):
     Returns:
       An OutlierAEGMM (DAGMM presets) or OutlierVAEGMM (VAEGMM presets).
     """
-    from vaegmm_jax.detectors import OutlierAEGMM, OutlierVAEGMM
-
     preset, rest = _split_overrides(_resolve(preset), overrides)
     kwargs = dict(
         n_gmm=preset.n_gmm, latent_dim=preset.latent_dim, hidden=tuple(preset.hidden),

@@ -21,15 +21,17 @@ import numpy as np
 import optax
 
 from vaegmm_jax.core import vae as vae_lib
+from vaegmm_jax.engine import training
 from vaegmm_jax.detectors.base import (
     DEFAULT_SCORE_BATCH,
     BaseDetector,
     FitOptions,
+    check_cov_elbo,
     check_threshold,
+    cov_elbo_arrays,
     flag_outliers,
     percentile_threshold,
 )
-from vaegmm_jax.detectors.gmm_detectors import _jsonable_cov
 from vaegmm_jax.models.vae_model import (
     LIKELIHOODS,
     VAE_LOSS_TERMS,
@@ -97,6 +99,8 @@ class OutlierVAE(BaseDetector):
     """
 
     loss_terms = VAE_LOSS_TERMS
+    model_arg = "vae"
+    network_args = ("encoder_net", "decoder_net", "vae")
 
     def __init__(
         self,
@@ -117,8 +121,10 @@ class OutlierVAE(BaseDetector):
         kernel_init: str = dense.DEFAULT_KERNEL_INIT,
         scaler: str | None = "auto",
         n_members: int | None = None,
+        devices=None,
     ):
-        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler, n_members=n_members)
+        super().__init__(threshold=threshold, seed=seed, data_type=data_type, scaler=scaler, n_members=n_members,
+                         devices=devices)
         if score_type not in SCORE_TYPES:
             raise ValueError(f"unknown score_type {score_type!r}; choose one of {SCORE_TYPES}")
         if likelihood not in LIKELIHOODS:
@@ -142,8 +148,6 @@ class OutlierVAE(BaseDetector):
             "decoder_net": decoder_net is not None or vae is not None,
         }
         self._user_nets = (encoder_net, decoder_net)
-        self.recon_cov: vae_lib.ReconCovariance | None = None
-        self._score_mode: tuple = ("instance", 100.0)
         if vae is not None:
             if not isinstance(vae, VAEModel):
                 raise TypeError(f"vae must be a vaegmm_jax.models.VAEModel, got {type(vae).__name__}")
@@ -163,7 +167,7 @@ class OutlierVAE(BaseDetector):
         return self.likelihood == "gaussian" and self.score_type != "mse"
 
     # -- model ---------------------------------------------------------------------------
-    def _build(self, x_sample: np.ndarray) -> None:
+    def build_model(self, x_sample: np.ndarray) -> None:
         if self.model is not None:
             return
         shape = tuple(int(s) for s in x_sample.shape[1:])
@@ -210,7 +214,7 @@ class OutlierVAE(BaseDetector):
             return None
         return super().resolved_scaler_kind(X)
 
-    def _validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
+    def validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
         arr = check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows)
         if self.likelihood == "bernoulli":
             check_unit_interval(arr, name)
@@ -252,7 +256,7 @@ class OutlierVAE(BaseDetector):
           ValueError: bad shapes, non-finite values, pixels outside [0, 1] for the
             Bernoulli likelihood, or a cov_elbo the score type does not use.
         """
-        X = self._validate_input(X, min_rows=2)
+        X = self.validate_input(X, min_rows=2)
         fixed_cov = self.likelihood == "gaussian" and not self.learn_variance
         if cov_elbo is not None and not fixed_cov:
             raise ValueError(
@@ -267,31 +271,19 @@ class OutlierVAE(BaseDetector):
             self.input_shape = tuple(X.shape[1:])
         fit_kwargs: dict[str, Any] = {}
         if fixed_cov:
-            fit_kwargs["cov_elbo"] = _jsonable_cov(dict(sim=0.05) if cov_elbo is None else cov_elbo)
-        return self._fit(
-            X,
-            optimizer=optimizer,
-            epochs=epochs,
-            batch_size=batch_size,
-            verbose=verbose,
-            log_metric=log_metric,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            options=options,
-            fit_kwargs=fit_kwargs,
-        )
+            fit_kwargs["cov_elbo"] = check_cov_elbo(dict(sim=0.05) if cov_elbo is None else cov_elbo)
+        return self._fit(X, optimizer=optimizer, epochs=epochs, batch_size=batch_size, verbose=verbose,
+                         log_metric=log_metric, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                         resume=resume, options=options, fit_kwargs=fit_kwargs)
 
-    def _make_loss(self, X: np.ndarray, fit_kwargs: dict) -> Callable:
+    def training_objective(self, X: np.ndarray, fit_kwargs: dict) -> training.Objective:
         model, beta = self.model, self.beta
+        recon_cov = None
         if "cov_elbo" in fit_kwargs:
-            cov_elbo = {k: (None if v is None else np.asarray(v)) for k, v in fit_kwargs["cov_elbo"].items()}
-            self.recon_cov = vae_lib.recon_covariance(cov_elbo, X.reshape(X.shape[0], -1))
-            fit_kwargs["cov_kind"] = self.recon_cov.kind
-            cov = self.recon_cov
+            recon_cov = vae_lib.recon_covariance(cov_elbo_arrays(fit_kwargs["cov_elbo"]), X.reshape(X.shape[0], -1))
 
             def recon_nll(x, out):
-                return vae_lib.gaussian_nll(x.reshape(x.shape[0], -1), out.loc.reshape(x.shape[0], -1), cov)
+                return vae_lib.gaussian_nll(x.reshape(x.shape[0], -1), out.loc.reshape(x.shape[0], -1), recon_cov)
 
             kl_per_dim = True  # alibi-detect's OutlierVAE convention
         else:
@@ -300,21 +292,15 @@ class OutlierVAE(BaseDetector):
         def loss_fn(params, x, row_weights, key):
             return vae_loss(model, params, x, row_weights, key, beta=beta, recon_nll=recon_nll, kl_per_dim=kl_per_dim)
 
-        return loss_fn
+        return training.Objective(loss_fn, recon_cov)
 
-    def _make_metric_fn(self, metric: Callable):
-        model = self.model
-
-        def metric_fn(x, row_weights, params):
-            mean, _ = model.encode(params, x)
-            x_recon = model.reconstruction(model.decode(params, mean))
-            value = jnp.asarray(metric(x.reshape(x.shape[0], -1), x_recon.reshape(x.shape[0], -1)))
-            return vae_lib.weighted_mean(value, row_weights) if value.ndim == 1 else value
-
-        return metric_fn
+    def reconstruct(self, params, x: jax.Array, key: jax.Array) -> jax.Array:
+        """Decoded from the posterior mean (no sampling): the VAE's deterministic reconstruction."""
+        mean, _ = self.model.encode(params, x)
+        return self.model.reconstruction(self.model.decode(params, mean))
 
     # -- scoring -------------------------------------------------------------------------
-    def _n_score_samples(self) -> int:
+    def n_score_samples(self) -> int:
         return self.samples
 
     def _check_perc(self, outlier_perc) -> float:
@@ -328,15 +314,15 @@ class OutlierVAE(BaseDetector):
             )
         return perc
 
-    def _score_chunk_fn(self, n_samples: int) -> Callable:
-        # What the chunk function returns is set by self._score_mode: ("instance", perc)
-        # gives (C,) instance scores, ("feature",) gives (C, *S) feature scores. Both go
-        # through BaseDetector.score (chunking, padding, sharding, dtype), which maps any
-        # per-row output shape.
-        model, score_type, mode = self.model, self.score_type, self._score_mode
+    def score_chunk_fn(self, n_samples: int, output=None) -> Callable:
+        """fn(params, state, x (C, *S), offset, key): ``output`` None or ("instance", perc) gives
+        (C,) instance scores (the mean of the top ``perc`` % feature scores for 'mse'), ("feature",)
+        the (C, *S) feature scores. Both are chunked, padded and sharded by the base's scoring."""
+        model, score_type = self.model, self.score_type
+        mode = ("instance", 100.0) if output is None else output
         reduction = "logsumexp" if score_type == "recon_prob" else "mean"
 
-        def score_chunk(params, extra, x, offset, key):
+        def score_chunk(params, state, x, offset, key):
             # per-row noise: a row's L samples do not depend on the chunking
             rows = offset + jnp.arange(x.shape[0], dtype=jnp.int32)
             noise = vae_lib.row_normal_noise(key, rows, n_samples, model.latent_dim)
@@ -350,50 +336,30 @@ class OutlierVAE(BaseDetector):
 
         return score_chunk
 
-    def _jitted_score(self, *args, **kwargs) -> Callable:
-        # BaseDetector caches compiled score functions in the dict self._score_jit (reset
-        # after fit and load); keep one such cache per score mode and let the base fill it.
-        caches = self._score_jit
-        self._score_jit = caches.setdefault(("mode",) + self._score_mode, {})
-        try:
-            return super()._jitted_score(*args, **kwargs)
-        finally:
-            self._score_jit = caches
-
-    def _scores_in_mode(self, mode: tuple, X, batch_size: int, key, kwargs: dict) -> np.ndarray:
-        self._score_mode = mode
-        try:
-            return super().score(X, batch_size=batch_size, key=key, **kwargs)
-        finally:
-            self._score_mode = ("instance", 100.0)
-
-    def score(self, X, outlier_perc: float = 100.0, batch_size: int = DEFAULT_SCORE_BATCH,
-              key: jax.Array | None = None, **kwargs) -> np.ndarray:
+    def score(self, X, batch_size: int | None = DEFAULT_SCORE_BATCH, key: jax.Array | None = None,
+              compute_dtype: str = "float32", row_offset: int = 0, *, outlier_perc: float = 100.0) -> np.ndarray:
         """Instance outlier scores (higher = more anomalous); deterministic for a given key.
 
         Args:
-          X: (N, *S) array, memmap, jax.Array, or an iterable of (n_i, *S) blocks.
+          X, batch_size, key, compute_dtype, row_offset: as :meth:`BaseDetector.score`.
           outlier_perc: score_type='mse' only: average the top ``outlier_perc`` % of
             each row's feature scores (alibi-detect).
-          batch_size: rows per device chunk.
-          key: optional PRNG key for the latent samples.
-          **kwargs: further options of :meth:`BaseDetector.score` (compute_dtype, row_offset).
 
         Returns:
           (N,) float32 scores.
         """
-        mode = ("instance", self._check_perc(outlier_perc))
-        return self._scores_in_mode(mode, X, batch_size, key, kwargs)
+        output = ("instance", self._check_perc(outlier_perc))
+        return self._scores(X, output, batch_size, key, compute_dtype, row_offset)
 
-    def feature_score(self, X, batch_size: int = DEFAULT_SCORE_BATCH, key: jax.Array | None = None,
-                      **kwargs) -> np.ndarray:
+    def feature_score(self, X, batch_size: int | None = DEFAULT_SCORE_BATCH, key: jax.Array | None = None,
+                      compute_dtype: str = "float32", row_offset: int = 0) -> np.ndarray:
         """Per-feature scores, (N, *S) float32, from the same latent samples as :meth:`score`.
 
         'mse': the squared error averaged over the L samples (alibi-detect); 'recon_prob' and
         'recon_prob_mean': the per-feature -log p(x_j | z_l) averaged over the L samples.
         Arguments as :meth:`score`.
         """
-        return self._scores_in_mode(("feature",), X, batch_size, key, kwargs)
+        return self._scores(X, ("feature",), batch_size, key, compute_dtype, row_offset)
 
     def _feature_score(self, X, batch_size: int):
         return self.feature_score(X, batch_size)
@@ -444,7 +410,7 @@ class OutlierVAE(BaseDetector):
         check_threshold(self)
         if not (hasattr(X, "shape") or isinstance(X, (list, tuple))):
             # an iterable of blocks is read twice below (feature and instance scores)
-            X = np.concatenate([self._validate_input(b, name="X block") for b in X], axis=0)
+            X = np.concatenate([self.validate_input(b, name="X block") for b in X], axis=0)
         fscore = None
         if return_feature_score or outlier_type == "feature":
             fscore = self.feature_score(X, batch_size=batch_size, key=key)
@@ -460,37 +426,7 @@ class OutlierVAE(BaseDetector):
         return {"meta": dict(self.meta), "data": data}
 
     # -- persistence ---------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, config: dict, **networks) -> "OutlierVAE":
-        """Rebuilds an unfitted detector from :meth:`config_dict` output.
-
-        Custom networks (or a whole ``vae``) are not stored, only their parameters:
-        pass the same objects again as keyword arguments.
-        """
-        allowed = {"encoder_net", "decoder_net", "vae"}
-        unknown = set(networks) - allowed
-        if unknown:
-            raise TypeError(f"unexpected arguments {sorted(unknown)}; allowed: {sorted(allowed)}")
-        if "vae" not in networks:
-            missing = [n for n, custom in config["custom_nets"].items() if custom and networks.get(n) is None]
-            if missing:
-                raise ValueError(
-                    f"this OutlierVAE was built with custom networks {missing}; their code is not stored in the "
-                    f"checkpoint (only parameters), so pass them again: load_detector(path, {missing[0]}=...)"
-                )
-        return cls(
-            score_type=config["score_type"], latent_dim=config["latent_dim"], samples=config["samples"],
-            beta=config["beta"], likelihood=config["likelihood"], logvar_clip=tuple(config["logvar_clip"]),
-            data_type=config["data_type"], seed=config.get("member_seeds", config["seed"]),
-            hidden=config["arch"]["hidden"],
-            activation=config["arch"]["activation"],
-            # checkpoints written before kernel_init existed used Flax's default
-            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
-            # checkpoints written before the in-detector scaler existed were trained without one
-            scaler=config.get("scaler"), **networks,
-        )
-
-    def config_dict(self) -> dict:
+    def _own_config(self) -> dict:
         return {
             "score_type": self.score_type,
             "latent_dim": self.latent_dim,
@@ -498,24 +434,19 @@ class OutlierVAE(BaseDetector):
             "beta": self.beta,
             "likelihood": self.likelihood,
             "logvar_clip": list(self.logvar_clip),
-            "data_type": self.data_type,
-            "seed": self.seed,
             "arch": self.arch,
             "custom_nets": self.custom_nets,
-            "scaler": self.scaler_kind,
-            **self._member_config(),
         }
 
-    def extra_arrays(self) -> dict[str, Any]:
-        out = super().extra_arrays()
-        if self.recon_cov is not None:
-            out["recon_scale"] = self.recon_cov.scale
-        return out
-
-    def set_extra_arrays(self, arrays: dict[str, Any]) -> None:
-        super().set_extra_arrays(arrays)
-        if "recon_scale" in arrays and self.fit_config.get("cov_kind"):
-            self.recon_cov = vae_lib.ReconCovariance(self.fit_config["cov_kind"], jnp.asarray(arrays["recon_scale"]))
+    @classmethod
+    def _own_kwargs(cls, config: dict) -> dict:
+        return dict(
+            score_type=config["score_type"], latent_dim=config["latent_dim"], samples=config["samples"],
+            beta=config["beta"], likelihood=config["likelihood"], logvar_clip=tuple(config["logvar_clip"]),
+            hidden=config["arch"]["hidden"], activation=config["arch"]["activation"],
+            # checkpoints written before kernel_init existed used Flax's default
+            kernel_init=config["arch"].get("kernel_init", dense.DEFAULT_KERNEL_INIT),
+        )
 
 
 __all__ = ["OutlierVAE", "SCORE_TYPES"]

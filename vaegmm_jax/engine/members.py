@@ -186,6 +186,18 @@ def per_member(values, n_members: int) -> np.ndarray:
     return values[None] if n_members == 1 else values
 
 
+#: the independent PRNG streams of a member's seed: parameter initialisation, training
+#: (shuffling, sampling), the after-fit statistics (the mixture) and the scoring noise
+STREAM_INIT, STREAM_TRAIN, STREAM_STATS, STREAM_SCORE = 0, 1, 2, 3
+
+
+def stacked_shape(one: jax.ShapeDtypeStruct, n_members: int) -> jax.ShapeDtypeStruct:
+    """The shape of M members' stacked array given one member's (unchanged for M = 1)."""
+    if n_members == 1:
+        return one
+    return jax.ShapeDtypeStruct((n_members,) + tuple(one.shape), one.dtype)
+
+
 __all__ = [
     "MEMBER_AXIS", "MemberLayout", "member_seeds", "over_members", "per_member", "split_devices", "stack",
     "stream_key", "stream_keys", "take_member",

@@ -13,7 +13,7 @@ Several hosts: start each process with ``jax.distributed.initialize(...)``.
 * Scoring: each host scores its own rows on its local devices, passing the global
   index of its first row (``row_offset``) so every row draws the same latent noise
   as in a single-process run.
-* Training (opt-in): set ``det.devices = jax.devices()`` (the devices of all
+* Training (opt-in): pass ``devices=jax.devices()`` (or set ``det.devices``) (the devices of all
   processes) in every process and call ``fit`` with the SAME full training set X in
   every process. The mesh then spans all processes (:func:`global_mesh`); each
   process places its own replicated copies of X and of the train state
@@ -160,3 +160,35 @@ def check_same_in_all_processes(x: np.ndarray, name: str = "X") -> None:
 
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def check_devices(devices) -> tuple[jax.Device, ...] | None:
+    """A ``devices`` setting: None (all local devices) or a non-empty tuple of distinct jax Devices."""
+    if devices is None:
+        return None
+    devices = tuple(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError(f"devices must be None or a non-empty sequence of jax Devices (e.g. jax.devices()[:2]), "
+                        f"got {devices!r}")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices lists a device twice: {devices!r}")
+    return devices
+
+
+def describe_devices(devices: Sequence[jax.Device]) -> dict:
+    """{'platform': ..., 'ids': [...]}: a ``devices`` setting as JSON (for a checkpoint)."""
+    return {"platform": devices[0].platform, "ids": [int(d.id) for d in devices]}
+
+
+def find_devices(description: dict | None) -> tuple[jax.Device, ...] | None:
+    """The devices :func:`describe_devices` described, or None (the default: all local devices)
+    when there is no description or this machine lacks any of them (a checkpoint moved from an
+    8-GPU machine to a laptop scores on the laptop's devices)."""
+    if not description:
+        return None
+    try:
+        by_id = {d.id: d for d in jax.devices(description["platform"])}
+    except RuntimeError:  # no such platform here
+        return None
+    found = [by_id.get(i) for i in description["ids"]]
+    return None if any(d is None for d in found) else tuple(found)

@@ -23,36 +23,21 @@ import optax
 
 from vaegmm_jax.engine.members import over_members
 
-# Per-program XLA options for programs that run once per fit (initialisation, the mixture
-# fit): on GPUs, Triton GEMM autotuning of their tiny matmuls took seconds of compile time
-# for microseconds of run time. Ignored by other backends. Never set globally.
-RUN_ONCE_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False, "xla_gpu_autotune_level": 0}
-# ... and for parameter initialisation, light LLVM optimisation too: its threefry-heavy
-# initialisers compile in about half the time (2.8 s -> 1.3 s on a 2-core CPU) to bit-identical
-# parameters (tested). Level 0 is faster still but changes the last bit of some weights.
-INIT_COMPILER_OPTIONS = {**RUN_ONCE_COMPILER_OPTIONS, "xla_backend_optimization_level": 1}
-# The epoch program runs hundreds of times, so its GEMMs stay autotuned, but at level 1: the
-# candidates are timed without XLA's buffer initialisation and result cross-checks. On an H100
-# that compiled the DAGMM KDD epoch in 5.3 s instead of 6.2 s at the same speed per epoch; level 0
-# (no autotuning) compiled in 5.1 s but ran 30% slower. Ignored off GPUs. Benchmarks may override.
-EPOCH_COMPILER_OPTIONS: dict = {"xla_gpu_autotune_level": 1}
-
-# Platform whose first device runs the fresh-parameter initialisation program of a fit, or
-# None for JAX's default device (the inputs are uncommitted). "cpu" moves that program's compilation off the
-# accelerator compiler, where on an H100 it took 2.7 s alone and 4.7-5.5 s beside the epoch
-# program's compilation; the parameters are then copied to the devices. Off by default until
-# measured on a GPU (benchmarks/dagmm_kdd_timing.py --init-platform cpu); on a CPU-only
-# machine both settings run the same program on the same device.
-INIT_PLATFORM: str | None = None
-
-
-def init_device() -> jax.Device | None:
-    """The device that runs parameter initialisation (:data:`INIT_PLATFORM`), or None."""
-    return None if INIT_PLATFORM is None else jax.local_devices(backend=INIT_PLATFORM)[0]
-
-
 # loss_fn(params, x (B, *S), row_weights (B,), key) -> (total (), {term: ()})
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class Objective(NamedTuple):
+    """What a detector gives the engine to train (see ``BaseDetector.training_objective``).
+
+    Attributes:
+      loss_fn: (params, x (B, *S), row_weights (B,), key) -> (total (), {term: ()}).
+      recon_cov: the reconstruction likelihood's covariance estimated from the training rows
+        (``core.vae.ReconCovariance``), kept by the detector for scoring and saving; None if unused.
+    """
+
+    loss_fn: LossFn
+    recon_cov: Any = None
 
 
 class TrainState(NamedTuple):
@@ -125,7 +110,8 @@ def make_train_epoch(
       term_names: which terms to report, in order.
       batch_size: B.
       shuffle: permute the rows every epoch.
-      metric_fn: optional (x, row_weights, params) -> () extra metric per step.
+      metric_fn: optional (x, row_weights, params, key) -> () extra metric per step (key: the
+        step's key, the one the loss gets).
       batch_sharding: optional sharding of a minibatch's rows over devices (data
         parallelism; gradients and statistics are then all-reduced by XLA).
 
@@ -146,9 +132,8 @@ def make_train_epoch(
             if batch_sharding is not None:
                 xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
                 w_b = jax.lax.with_sharding_constraint(w_b, batch_sharding)
-            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, xb, w_b, jax.random.fold_in(k_steps, i)
-            )
+            step_key = jax.random.fold_in(k_steps, i)
+            (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, xb, w_b, step_key)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             # finite gradients can still overflow the parameters (a huge learning rate): such an
@@ -163,7 +148,7 @@ def make_train_epoch(
             )
             term_vec = jnp.stack([terms[name] for name in term_names]).astype(jnp.float32)
             if metric_fn is not None:
-                term_vec = jnp.concatenate([term_vec, jnp.atleast_1d(metric_fn(xb, w_b, state.params)).astype(jnp.float32)])
+                term_vec = jnp.concatenate([term_vec, jnp.atleast_1d(metric_fn(xb, w_b, state.params, step_key)).astype(jnp.float32)])
             now_bad = (first_bad < 0) & ~(jnp.isfinite(loss) & grads_ok)
             first_bad = jnp.where(now_bad, i, first_bad)
             n_valid = jnp.sum(w_b) * ok

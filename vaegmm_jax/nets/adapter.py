@@ -113,3 +113,14 @@ def as_network(obj: Any, name: str = "network") -> Network:
         f"{name} must be a flax.linen.Module, a flax.nnx.Module or a vaegmm_jax.nets.Network, "
         f"got {type(obj).__name__}"
     )
+def with_output_shape(module, shape: tuple[int, ...]) -> Network:
+    """A flat network (B, F) -> (B, F) whose output is reshaped to (B, *shape) (default nets on images)."""
+    net = as_network(module)
+
+    def apply(params, z, train=False, key=None):
+        out = net.apply(params, z, train, key)
+        return out.reshape((out.shape[0],) + shape)
+
+    return Network(init=net.init, apply=apply, kind=net.kind, module=module)
+
+
