@@ -12,7 +12,7 @@ from flax import nnx
 
 import vaegmm_jax as vj
 from tests.conftest import manifold_data
-from vaegmm_jax.io import checkpoint
+from vaegmm_jax.io import array_store, checkpoint
 
 X_TRAIN, X_TEST, _ = manifold_data(n_in=512, n_out=20, seed=3)
 KW = dict(n_gmm=2, latent_dim=2, seed=5, hidden=(8, 4))
@@ -57,7 +57,7 @@ def test_method_save_and_overwrite_is_atomic(fitted, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "_write_arrays", boom)
+    monkeypatch.setattr(array_store, "write_arrays", boom)
     with pytest.raises(OSError, match="disk full"):
         vj.save_detector(fitted, path)
     # the old checkpoint is untouched and no temporary folder is left behind
@@ -181,3 +181,74 @@ def test_relative_paths_and_sidecar_files_survive_a_resave(fitted, tmp_path, mon
     assert json.loads((tmp_path / "rel" / "model_card.json").read_text()) == {"note": "mine"}
     assert (tmp_path / "rel" / "plots" / "a.txt").read_text() == "x"
     np.testing.assert_array_equal(vj.load_detector("rel").score(X_TEST), fitted.score(X_TEST))
+
+
+# --------------------------------------------------------------------------- #
+# The optimizer state: restored by structure (format 2)
+# --------------------------------------------------------------------------- #
+
+
+def test_the_optimizer_state_round_trips_as_the_optax_tree(fitted, tmp_path):
+    path = tmp_path / "det"
+    vj.save_detector(fitted, path)
+    assert not (live(path) / "array_names.json").exists()  # format 2: one nested tree, no flat names
+    loaded = vj.load_detector(path)
+    assert loaded.opt_state is None and not hasattr(loaded, "opt_state_leaves")  # a plain load reads no optimizer state
+    resumed = vj.OutlierVAEGMM(**KW)
+    checkpoint.restore_training_state(resumed, path, optax.adam(1e-3))
+    assert jax.tree.structure(resumed.opt_state) == jax.tree.structure(fitted.opt_state)
+    assert isinstance(resumed.opt_state[0], optax.ScaleByAdamState)
+    for a, b in zip(jax.tree.leaves(resumed.opt_state), jax.tree.leaves(fitted.opt_state)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+
+
+@pytest.mark.parametrize("optimizer, fragment", [
+    # as many arrays as adam's state, in another tree: the first node that differs is named
+    (optax.chain(optax.clip(1.0), optax.adam(1e-3)), "'opt_state/0'"),
+    (optax.adamw(1e-3), "'opt_state/2'"),  # adam's arrays under the same names, in a longer chain
+    (optax.sgd(1e-3, momentum=0.9), "needs 18"),  # fewer arrays
+], ids=["clip_adam", "adamw", "sgd_momentum"])
+def test_resuming_with_another_optimizer_raises_naming_the_mismatch(fitted, tmp_path, optimizer, fragment):
+    path = tmp_path / "det"
+    vj.save_detector(fitted, path)
+    det = vj.OutlierVAEGMM(**KW)
+    with pytest.raises(vj.CheckpointError, match="optimizer") as info:
+        checkpoint.restore_training_state(det, path, optimizer)
+    assert fragment in str(info.value), str(info.value)
+    with pytest.raises(vj.CheckpointError, match="optimizer"):
+        det.fit(X_TRAIN, epochs=5, checkpoint_dir=path, resume=True,
+                **dict(FIT, optimizer=optax.chain(optax.clip(1.0), optax.adam(1e-3))))
+
+
+def test_an_ensemble_resumes_with_its_per_member_optimizer_state(tmp_path):
+    kw = dict(KW, n_members=2)
+    fit = dict(FIT, batch_size=256)
+    first = vj.OutlierVAEGMM(**kw)
+    first.fit(X_TRAIN, epochs=1, checkpoint_dir=tmp_path / "m", **fit)
+    resumed = vj.OutlierVAEGMM(**kw)
+    resumed.fit(X_TRAIN, epochs=2, checkpoint_dir=tmp_path / "m", resume=True, **fit)
+    # 512 rows in batches of 256: 2 Adam steps an epoch, per member; a fresh optimizer would count 2
+    np.testing.assert_array_equal(np.asarray(resumed.opt_state[0].count), [4, 4])
+
+
+def test_a_format_1_checkpoint_resaved_is_format_2_and_scores_the_same(tmp_path):
+    import tarfile
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    with tarfile.open(data / "layout_checkpoints.tar") as tar:
+        tar.extractall(tmp_path, filter="data")
+    ref = np.load(data / "layout_checkpoints_scores.npz")
+    old = tmp_path / "aegmm"
+    assert json.loads((live(old) / "detector.json").read_text())["format_version"] == 1
+    det = vj.load_detector(old)
+    det.fit(ref["x_train"], epochs=3, batch_size=32, verbose=False, checkpoint_dir=old, resume=True)
+    meta = json.loads((live(old) / "detector.json").read_text())
+    assert meta["format_version"] == 2 and not (live(old) / "array_names.json").exists()
+    again = vj.load_detector(old)
+    np.testing.assert_array_equal(again.score(ref["x_score"]), det.score(ref["x_score"]))
+    resumed = vj.load_detector(old)
+    resumed.fit(ref["x_train"], epochs=4, batch_size=32, verbose=False, checkpoint_dir=old, resume=True)
+    # 96 rows in batches of 32: 3 Adam steps an epoch, 4 epochs, through a format 1 and a format 2 resume
+    np.testing.assert_array_equal(np.asarray(resumed.opt_state[0].count), 12)

@@ -389,7 +389,7 @@ META_DAMAGE = {
     "input_shape other width": (_set(["input_shape"], [7]), "shape"),
     "opt leaves too many": (_set(["n_opt_state_leaves"], 999), "n_opt_state_leaves"),
     "array_files escape": (_set(["array_files"], {"../../etc/passwd": {"size": 1, "sha256": "0"}}), "array_files"),
-    "future format": (_set(["format_version"], 2), "format 2"),
+    "future format": (_set(["format_version"], 3), "format 3"),
 }
 
 
@@ -413,8 +413,6 @@ FILE_DAMAGE = {
     "detector.json not UTF-8": (lambda f: (f / "detector.json").write_bytes(b"\xff\xfe{{"), "detector.json"),
     "detector.json not JSON": (lambda f: (f / "detector.json").write_text('{"a": '), "detector.json"),
     "detector.json a list": (lambda f: (f / "detector.json").write_text("[1, 2]"), "detector.json"),
-    "array_names.json garbled": (lambda f: (f / "array_names.json").write_text("[oops"), "array_names.json"),
-    "array_names.json not UTF-8": (lambda f: (f / "array_names.json").write_bytes(b"\xff\x00"), "array_names.json"),
     "array file missing": (lambda f: _first_data_file(f).unlink(), "missing"),
     "array file truncated": (lambda f: os.truncate(_first_data_file(f), _first_data_file(f).stat().st_size // 2),
                              "truncated"),
@@ -428,6 +426,26 @@ FILE_DAMAGE = {
 }
 
 
+#: damage to what only format 1 checkpoints have (the arrays' names, listed in array_names.json)
+FORMAT_1_FILE_DAMAGE = {
+    "array_names.json garbled": (lambda f: (f / "array_names.json").write_text("[oops"), "array_names.json"),
+    "array_names.json not UTF-8": (lambda f: (f / "array_names.json").write_bytes(b"\xff\x00"), "array_names.json"),
+    "array_names.json gone": (lambda f: (f / "array_names.json").unlink(), "missing"),
+    "opt leaves too many": (_edit_meta(_set(["n_opt_state_leaves"], 999)), "n_opt_state_leaves"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_format_1(tmp_path_factory):
+    """A format 1 checkpoint (tests/data/layout_checkpoints.tar, written before format 2)."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("format1")
+    with tarfile.open(REPO / "tests" / "data" / "layout_checkpoints.tar") as tar:
+        tar.extractall(root, filter="data")
+    return root / "aegmm"
+
+
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -438,6 +456,16 @@ def _flip_byte(path: Path) -> None:
 def test_damaged_files_raise_checkpoint_error_naming_the_file(saved, tmp_path, case):
     edit, fragment = FILE_DAMAGE[case]
     path = _damaged(saved, tmp_path, edit)
+    with pytest.raises(Exception) as info:
+        vj.load_detector(path)
+    assert type(info.value) is vj.CheckpointError, repr(info.value)
+    assert fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("case", sorted(FILE_DAMAGE) + sorted(FORMAT_1_FILE_DAMAGE))
+def test_damaged_format_1_files_raise_checkpoint_error_naming_the_file(saved_format_1, tmp_path, case):
+    edit, fragment = {**FILE_DAMAGE, **FORMAT_1_FILE_DAMAGE}[case]
+    path = _damaged(saved_format_1, tmp_path, edit)
     with pytest.raises(Exception) as info:
         vj.load_detector(path)
     assert type(info.value) is vj.CheckpointError, repr(info.value)

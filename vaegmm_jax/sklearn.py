@@ -33,19 +33,20 @@ PyOD's fitted attributes: ``decision_scores_`` ((N,) training anomaly scores),
 Pickling (scikit-learn's process-parallel search and joblib need it): the fitted detector
 holds jax arrays and compiled functions, which do not pickle, so ``__getstate__`` stores it
 as plain data: its class name, one JSON text (``config_dict()``, threshold, input shape,
-fit settings, history) and NumPy arrays (the parameters by tree path, ``extra_arrays()``).
-``__setstate__`` rebuilds it with ``from_config`` and sets the arrays: scores are
+fit settings, history) and NumPy arrays (the parameters and ``extra_arrays()`` as nested
+trees, the form a checkpoint stores them in). ``__setstate__`` rebuilds it with
+``from_config`` and restores the parameters against the rebuilt model's tree: scores are
 bit-identical to the pickled estimator's. The optimizer state is not kept (scoring does
 not need it; a scikit-learn ``fit`` always starts afresh). Nothing jax or Flax is pickled.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from numbers import Integral, Real
 from typing import Any
 
-import jax
 import numpy as np
 import optax
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -53,12 +54,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from vaegmm_jax.io.checkpoint import apply_meta, flatten_tree, json_default, unflatten_like
 from vaegmm_jax.detectors.base import DEFAULT_LEARNING_RATE, flag_outliers, percentile_threshold
 from vaegmm_jax.detectors.gmm_detectors import SCORE_TYPES as GMM_SCORE_TYPES
 from vaegmm_jax.detectors.gmm_detectors import OutlierAEGMM, OutlierVAEGMM
+from vaegmm_jax.detectors.loading import DETECTOR_CLASSES
 from vaegmm_jax.detectors.vae_detector import SCORE_TYPES as VAE_SCORE_TYPES
 from vaegmm_jax.detectors.vae_detector import OutlierVAE
+from vaegmm_jax.io.metadata import apply_meta, detector_record, json_default
+from vaegmm_jax.io.pytrees import drop_empty, nest_flat_names, restore_like, stored_form
 
 try:
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -71,8 +74,10 @@ except ImportError:  # scikit-learn < 1.6: the same checks as an estimator metho
 #: infer_threshold default)
 AUTO_CONTAMINATION = 0.05
 
-#: version of the pickled detector state (``__getstate__``); a newer one is refused on load
-_STATE_FORMAT = 1
+#: version of the pickled detector state (``__getstate__``): 2 stores the arrays as nested trees,
+#: 1 (still read) stored the parameters flat by tree path; a newer one is refused on load
+_STATE_FORMAT = 2
+_READABLE_STATE_FORMATS = (1, 2)
 
 _SCALERS = {"auto", "standard", "minmax", "robust"}
 
@@ -248,20 +253,7 @@ class VAEGMMOutlierDetector(_DetectorEstimator):
                  scaler: str | None = "auto", n_members: int = 1, epochs: int | None = None,
                  batch_size: int | None = None, learning_rate: float = DEFAULT_LEARNING_RATE,
                  contamination: str | float = "auto", random_state=None, verbose: bool = False):
-        self.n_gmm = n_gmm
-        self.latent_dim = latent_dim
-        self.hidden = hidden
-        self.samples = samples
-        self.beta = beta
-        self.score_type = score_type
-        self.scaler = scaler
-        self.n_members = n_members
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.contamination = contamination
-        self.random_state = random_state
-        self.verbose = verbose
+        _keep_hyper_parameters(self, locals())
 
     def _detector_kwargs(self) -> dict[str, Any]:
         return dict(n_gmm=self.n_gmm, latent_dim=self.latent_dim, hidden=_hidden(self.hidden), samples=self.samples,
@@ -285,18 +277,7 @@ class DAGMMOutlierDetector(_DetectorEstimator):
                  epochs: int | None = None, batch_size: int | None = None,
                  learning_rate: float = DEFAULT_LEARNING_RATE, contamination: str | float = "auto",
                  random_state=None, verbose: bool = False):
-        self.n_gmm = n_gmm
-        self.latent_dim = latent_dim
-        self.hidden = hidden
-        self.score_type = score_type
-        self.scaler = scaler
-        self.n_members = n_members
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.contamination = contamination
-        self.random_state = random_state
-        self.verbose = verbose
+        _keep_hyper_parameters(self, locals())
 
     def _detector_kwargs(self) -> dict[str, Any]:
         return dict(n_gmm=self.n_gmm, latent_dim=self.latent_dim, hidden=_hidden(self.hidden),
@@ -324,23 +305,20 @@ class VAEOutlierDetector(_DetectorEstimator):
                  epochs: int | None = None, batch_size: int | None = None,
                  learning_rate: float = DEFAULT_LEARNING_RATE, contamination: str | float = "auto",
                  random_state=None, verbose: bool = False):
-        self.latent_dim = latent_dim
-        self.hidden = hidden
-        self.samples = samples
-        self.beta = beta
-        self.score_type = score_type
-        self.scaler = scaler
-        self.n_members = n_members
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.contamination = contamination
-        self.random_state = random_state
-        self.verbose = verbose
+        _keep_hyper_parameters(self, locals())
 
     def _detector_kwargs(self) -> dict[str, Any]:
         return dict(latent_dim=self.latent_dim, hidden=_hidden(self.hidden), samples=self.samples, beta=self.beta,
                     score_type=self.score_type, scaler=self.scaler, n_members=self.n_members)
+
+
+def _keep_hyper_parameters(estimator, arguments: dict[str, Any]) -> None:
+    """Sets every argument of the estimator's ``__init__`` (``arguments``: its ``locals()``) as
+    the attribute of the same name, unchanged: scikit-learn's rule, ``get_params`` reads them
+    back by the signature's names (and ``clone`` checks they are the very objects passed)."""
+    for name in inspect.signature(type(estimator).__init__).parameters:
+        if name != "self":
+            setattr(estimator, name, arguments[name])
 
 
 def _hidden(hidden):
@@ -352,72 +330,52 @@ def _hidden(hidden):
 # The fitted detector as plain data (pickling)
 # --------------------------------------------------------------------------- #
 
-_DETECTOR_CLASSES = {cls.__name__: cls for cls in (OutlierVAEGMM, OutlierAEGMM, OutlierVAE)}
-
-
 def detector_state(detector) -> dict[str, Any]:
     """A fitted detector as plain data: {'format', 'detector' (class name), 'json' (one JSON
-    text: config, threshold, input shape, fit settings, history, member records), 'params'
-    ({tree path: np.ndarray}), 'extra' (``extra_arrays()`` as nested dicts of np.ndarray)}.
+    text: config, threshold, input shape, fit settings, history, member records), 'arrays'
+    ({'params': the parameters, 'extra': ``extra_arrays()``}, each as nested dicts and lists
+    of np.ndarray: a checkpoint's stored form, see :mod:`vaegmm_jax.io.pytrees`)}.
 
     No jax array, compiled function or Flax module is in it, so it pickles anywhere.
     """
     name = type(detector).__name__
-    if _DETECTOR_CLASSES.get(name) is not type(detector):
-        raise TypeError(f"cannot store a {name}: only {sorted(_DETECTOR_CLASSES)} are supported")
+    if DETECTOR_CLASSES.get(name) is not type(detector):
+        raise TypeError(f"cannot store a {name}: only {sorted(DETECTOR_CLASSES)} are supported")
     if detector.params is None or detector.input_shape is None:
         raise ValueError(f"the {name} is not fitted: there is nothing to store")
-    record = {
-        "config": detector.config_dict(),
-        "threshold": detector.threshold,
-        "input_shape": list(detector.input_shape),
-        "epochs_done": int(detector.epochs_done),
-        "history": detector.history,
-        "fit": detector.fit_config,
-        "members": {
-            "history": detector.member_history,
-            "failed_epoch": np.asarray(detector.member_failed_epoch).tolist(),
-            "after_fit_ok": np.asarray(detector.member_after_fit_ok).tolist(),
-        },
-    }
     return {
         "format": _STATE_FORMAT,
         "detector": name,
-        "json": json.dumps(record, default=json_default),
-        "params": flatten_tree(detector.params, "params"),
-        "extra": _numpy_tree(detector.extra_arrays(), "extra_arrays"),
+        "json": json.dumps(detector_record(detector, with_members=True), default=json_default),
+        "arrays": {"params": stored_form(detector.params),
+                   "extra": stored_form(drop_empty(detector.extra_arrays())) or {}},
     }
 
 
 def detector_from_state(state: dict[str, Any]):
     """The detector :func:`detector_state` stored, rebuilt with ``from_config`` and its arrays
     set: its scores are bit-identical to the stored detector's."""
-    if state.get("format") != _STATE_FORMAT:
+    if state.get("format") not in _READABLE_STATE_FORMATS:
         raise ValueError(f"stored detector state has format {state.get('format')!r}; this library reads "
-                         f"format {_STATE_FORMAT}")
-    cls = _DETECTOR_CLASSES.get(state.get("detector"))
+                         f"formats {' and '.join(map(str, _READABLE_STATE_FORMATS))}")
+    cls = DETECTOR_CLASSES.get(state.get("detector"))
     if cls is None:
         raise ValueError(f"stored detector state names the class {state.get('detector')!r}, not one of "
-                         f"{sorted(_DETECTOR_CLASSES)}")
+                         f"{sorted(DETECTOR_CLASSES)}")
     record = json.loads(state["json"])
     det = cls.from_config(record["config"])
+    if state["format"] == 1:  # the parameters flat by tree path ('params/encoder/...')
+        params, extra = nest_flat_names(state["params"], "params"), state["extra"]
+    else:
+        params, extra = state["arrays"]["params"], state["arrays"]["extra"]
     # the same pieces a checkpoint load uses: settings first (set_extra_arrays reads fit_config,
     # the likelihood covariance's kind), then the arrays into the rebuilt model's tree
     apply_meta(det, record)
-    det.params = unflatten_like(det.params_like(det.input_shape), state["params"], "params",
-                                 where="the pickled estimator")
-    det.set_extra_arrays(state["extra"])
+    det.params = restore_like(det.params_like(det.input_shape), params, "params", where="the pickled estimator",
+                              expects="the model that its configuration describes")
+    det.set_extra_arrays(extra)
     det.clear_compiled()
     return det
-
-
-def _numpy_tree(tree, where: str):
-    """Nested dicts of arrays -> the same nested plain dicts of np.ndarray."""
-    if isinstance(tree, dict):
-        return {str(k): _numpy_tree(v, f"{where}[{k!r}]") for k, v in tree.items()}
-    if isinstance(tree, (np.ndarray, jax.Array, np.generic, float, int)):
-        return np.array(tree)
-    raise TypeError(f"{where} is a {type(tree).__name__}, not an array or a dict of arrays")
 
 
 __all__ = ["AUTO_CONTAMINATION", "DAGMMOutlierDetector", "VAEGMMOutlierDetector", "VAEOutlierDetector",

@@ -45,7 +45,9 @@ def load_detector(path: str | os.PathLike, **networks):
         networks are rebuilt from the stored configuration.
 
     Returns:
-      The detector, with scores bit-identical to the saved one's on the same device.
+      The detector, with scores bit-identical to the saved one's on the same device. Its
+      optimizer state is not read (``opt_state`` is None): ``fit(..., checkpoint_dir=path,
+      resume=True)`` reads it against the optimizer that fit is given.
 
     Raises:
       FileNotFoundError: nothing at ``path``.

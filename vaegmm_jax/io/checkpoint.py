@@ -11,10 +11,12 @@ Layout of a saved model folder::
       v-<UTC time>-<id>/   one complete version of the model:
         detector.json      format version, detector class, configuration, fit settings,
                            threshold, history, input shape, library versions, and the size
-                           and SHA-256 of every file of the arrays
-        array_names.json   the arrays' names, in storage order
-        arrays/            an Orbax checkpoint of a flat {name: array} dict
-                           (params, optimizer state leaves, mixture, likelihood scale)
+                           and SHA-256 of every file of the arrays (:mod:`.metadata`)
+        arrays/            an Orbax checkpoint of one nested tree (:mod:`.array_store`):
+                           {'params': the model's parameters, 'opt_state': the optimizer
+                           state (when there is one), 'extra': ``extra_arrays()`` (mixture,
+                           input scaling, likelihood scale, calibration)}; an ensemble's
+                           (M > 1) params and optimizer state have a leading member axis
         ...                files that belong with this version: the command line's
                            preprocessing.json, model_card.json and plots/ (see ``add_files``)
       v-<older>/           the version the live one replaced, kept until the next save
@@ -24,356 +26,85 @@ to it, so a reader sees the old model or the new one, whole, at every moment, an
 killed at any point leaves the old model loadable. Readers resolve ``CURRENT`` once and
 read everything from that version folder; a reader that was mid-read when a second save
 removed its version (the previous one is kept for one save) resolves the pointer again and
-retries. Files of the previous version that are not part of the checkpoint (a model card,
-preprocessing, plots, anything a user put there) are copied into the new version unless
-the caller replaces them. Whatever sits at the top of ``path`` besides ``CURRENT`` and the
-version folders is the user's: saves never touch it and loads never read it. To add a
-file to a model, write it into the new version with ``save_detector(..., add_files=...)``
-or into the live version's folder, :func:`resolve_checkpoint` (then it is carried along).
-Read with :func:`load_detector`, :func:`read_metadata` or, for several files of one
+retries (:mod:`.versions`). Files of the previous version that are not part of the
+checkpoint (a model card, preprocessing, plots, anything a user put there) are copied into
+the new version unless the caller replaces them. Whatever sits at the top of ``path``
+besides ``CURRENT`` and the version folders is the user's: saves never touch it and loads
+never read it. To add a file to a model, write it into the new version with
+``save_detector(..., add_files=...)`` or into the live version's folder,
+:func:`resolve_checkpoint` (then it is carried along). Read with ``load_detector``
+(:mod:`vaegmm_jax.detectors.loading`), :func:`read_metadata` or, for several files of one
 version, :func:`read_live`.
 
 One writer at a time per folder (as with any file): a save removes version folders that
 are neither live nor the previous one (left by killed saves), the hidden sibling folders
 ``.<name>.tmp-*`` / ``.<name>.old-*`` that earlier releases used, and temporary pointer files.
 
-The earlier layout (``detector.json``, ``arrays/`` and ``array_names.json`` directly in
-``path``) still loads. Saving over such a folder converts it: the new version and the old
-folder's other files (copied into it) are written first, ``CURRENT`` is created, and only
-then are the old top-level entries removed; a save killed in between leaves ``CURRENT``
-naming a complete version (loads use it) and the next save finishes the removal.
+Restoring: the parameters are read against ``det.params_like(input_shape)`` and the optimizer
+state against the state that the given optimizer's ``init`` builds for them
+(``jax.eval_shape``, member axis included), node for node: a checkpoint of another model or
+optimizer (even one whose state has as many arrays) raises :class:`CheckpointError` naming
+the first difference. A load without an optimizer (``load_detector``) does not read the
+optimizer state: ``det.opt_state`` is None, and ``fit(resume=True)`` reads it from the
+checkpoint with the optimizer it is given (:func:`restore_training_state`).
+
+Earlier checkpoints load: format 1 (flat arrays named in ``array_names.json``; its optimizer
+state is a list of arrays, checked by count and shapes: it stored no structure) and the
+unversioned layout (``detector.json``, ``arrays/`` and ``array_names.json`` directly in
+``path``). A save always writes format 2. Saving over an unversioned folder converts it: the
+new version and the old folder's other files (copied into it) are written first, ``CURRENT``
+is created, and only then are the old top-level entries removed; a save killed in between
+leaves ``CURRENT`` naming a complete version (loads use it) and the next save finishes the
+removal.
 
 Nothing is ever unpickled: a model file from a stranger cannot run code. A hand-edited or
 damaged checkpoint raises :class:`CheckpointError` naming the file and the field. Arrays
 are restored as NumPy (then placed on the default device), so a checkpoint written on a
-GPU loads on a CPU. Nothing here prints.
+GPU loads on a CPU. The detector is used through its public interface only. Nothing here
+prints.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import platform
-import re
-import shutil
-import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vaegmm_jax._version import __version__
 from vaegmm_jax.engine import members
 from vaegmm_jax.engine.validation import NotFittedError
+from vaegmm_jax.io import array_store
+from vaegmm_jax.io.files import CheckpointError, copy_entry, fsync_tree, read_json, remove_entry, short_error
+from vaegmm_jax.io.metadata import (
+    ARRAYS_DIR,
+    FORMAT_VERSION,
+    NAMES_FILE,
+    apply_meta,
+    detector_record,
+    json_default,
+    read_meta,
+)
+from vaegmm_jax.io.model_card import library_versions
+from vaegmm_jax.io.pytrees import cast_like, check_matches, count_arrays, drop_empty, nest_flat_names, restore_like
+from vaegmm_jax.io.versions import (
+    META_FILE,
+    POINTER_FILE,
+    POINTER_FORMAT,
+    LiveVersion,
+    clean_debris,
+    current_state,
+    is_save_debris,
+    new_version_name,
+    read_live,
+    resolve_checkpoint,
+    write_pointer,
+)
 
-FORMAT_VERSION = 1
-POINTER_FORMAT = 1
-POINTER_FILE = "CURRENT"
-META_FILE = "detector.json"
-_ARRAYS_DIR = "arrays"
-_NAMES_FILE = "array_names.json"
 #: the entries of a version folder that are the checkpoint itself (never copied between versions)
-_OWN_ENTRIES = (META_FILE, _ARRAYS_DIR, _NAMES_FILE)
-# Strict names: a save deletes stale folders by name, so a user's own folder must never match.
-_VERSION_RE = re.compile(r"v-\d{8}T\d{6}Z-[0-9a-f]{12}")
-_POINTER_TMP_RE = re.compile(r"\.CURRENT\.tmp-[0-9a-f]{12}")
-#: how often a read starts again when a concurrent save replaced the version it was reading
-_READ_ATTEMPTS = 10
-
-T = TypeVar("T")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing parts, corrupt, or from an incompatible version."""
-
-
-# --------------------------------------------------------------------------- #
-# Arrays
-# --------------------------------------------------------------------------- #
-
-
-def flatten_tree(tree: Any, prefix: str) -> dict[str, np.ndarray]:
-    flat = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        name = prefix + "/" + "/".join(_key_str(k) for k in path)
-        flat[name] = np.asarray(leaf)
-    return flat
-
-
-def _key_str(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def unflatten_like(template: Any, flat: dict[str, np.ndarray], prefix: str, where: str = "checkpoint") -> Any:
-    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    leaves = []
-    for path, leaf in paths_leaves:
-        name = prefix + "/" + "/".join(_key_str(k) for k in path)
-        if name not in flat:
-            raise CheckpointError(f"{where} has no array {name!r}: it was saved from a different model")
-        value = flat[name]
-        if tuple(np.shape(value)) != tuple(np.shape(leaf)):
-            raise CheckpointError(
-                f"array {name!r} has shape {np.shape(value)} in {where} but the model that its "
-                f"{META_FILE} describes expects {np.shape(leaf)}"
-            )
-        leaves.append(jnp.asarray(value, dtype=getattr(leaf, "dtype", None)))
-    return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def _versions() -> dict[str, str]:
-    import flax
-    import optax
-    import orbax.checkpoint as ocp
-
-    return {
-        "vaegmm_jax": __version__,
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "orbax": getattr(ocp, "__version__", "unknown"),
-        "python": platform.python_version(),
-        "device": str(jax.devices()[0].device_kind),
-    }
-
-
-def _local_checkpointer():
-    """An Orbax PyTree checkpointer that involves this process only.
-
-    Orbax's default is collective across a ``jax.distributed`` session (every process
-    must call save/restore), which hangs a save or load made by one process alone. The
-    arrays here are host NumPy arrays: any process can restore them on its own, and
-    process 0 can write them on its own (Orbax writes NumPy arrays from process 0 only,
-    whatever the options; `save_detector` refuses other processes).
-    """
-    import orbax.checkpoint as ocp
-
-    me = jax.process_index()
-    local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
-    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=local),
-                            multiprocessing_options=local)
-
-
-def _write_arrays(directory: Path, flat: dict[str, np.ndarray]) -> None:
-    # Orbax wants string keys without slashes at one level; keep the names in a list.
-    names = sorted(flat)
-    tree = {f"a{i:05d}": flat[n] for i, n in enumerate(names)}
-    with _local_checkpointer() as ckptr:
-        ckptr.save(directory / _ARRAYS_DIR, tree)
-    (directory / _NAMES_FILE).write_text(json.dumps(names))
-
-
-def _file_digests(directory: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {'size': bytes, 'sha256': hex}} of array_names.json and every file under arrays/.
-
-    Orbax checks some of its own files (a CRC on OCDBT nodes) but not all, and a damaged
-    file it does notice fails inside its thread pool with pages of asyncio noise on stderr:
-    checking these digests first turns any damage into one CheckpointError naming the file.
-    """
-    files = [directory / _NAMES_FILE] + sorted(p for p in (directory / _ARRAYS_DIR).rglob("*") if p.is_file())
-    return {p.relative_to(directory).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_arrays_present(directory: Path) -> None:
-    if not (directory / _NAMES_FILE).is_file() or not (directory / _ARRAYS_DIR).is_dir():
-        raise CheckpointError(f"{directory} is not a complete checkpoint: missing arrays "
-                              f"({_NAMES_FILE} or {_ARRAYS_DIR}/ is not there)")
-
-
-def _verify_files(folder: Path, digests: dict | None, meta_file: Path) -> None:
-    """Refuses missing, truncated or altered array files (checkpoints older than the digests: no check)."""
-    _check_arrays_present(folder)
-    if digests is None:
-        return
-    for rel, want in digests.items():
-        file = folder / rel
-        if not file.is_file():
-            raise CheckpointError(f"{file} is missing (listed in {meta_file} 'array_files'): the checkpoint is incomplete")
-        size = file.stat().st_size
-        if size != want["size"]:
-            raise CheckpointError(f"{file} is truncated or altered: {size} bytes, {want['size']} saved")
-        if _sha256(file) != want["sha256"]:
-            raise CheckpointError(f"{file} is damaged: its SHA-256 differs from the one saved in {meta_file}")
-
-
-def _read_arrays(directory: Path) -> dict[str, np.ndarray]:
-    import orbax.checkpoint as ocp
-
-    names_file = directory / _NAMES_FILE
-    arrays_dir = directory / _ARRAYS_DIR
-    _check_arrays_present(directory)
-    names = read_json(names_file)
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
-        raise CheckpointError(f"{names_file} is corrupt: expected a list of distinct array names")
-    try:
-        with _local_checkpointer() as ckptr:
-            meta = ckptr.metadata(arrays_dir)
-            tree_meta = getattr(meta, "item_metadata", None) or getattr(meta, "tree", None) or meta
-            try:
-                keys = list(tree_meta.keys())
-            except AttributeError:
-                keys = [f"a{i:05d}" for i in range(len(names))]
-            restore_args = {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in keys}
-            tree = ckptr.restore(arrays_dir, restore_args=restore_args)
-    except Exception as err:  # TensorStore / Orbax errors of every kind: one clear error instead
-        raise CheckpointError(f"the arrays in {arrays_dir} cannot be read: {short_error(err)}") from err
-    if not isinstance(tree, dict) or len(tree) != len(names):
-        raise CheckpointError(f"{directory}: {len(tree)} arrays stored but {len(names)} names listed in {names_file}")
-    missing = [f"a{i:05d}" for i in range(len(names)) if f"a{i:05d}" not in tree]
-    if missing:
-        raise CheckpointError(f"{arrays_dir} lacks the stored arrays {missing[:3]} listed in {names_file}")
-    return {n: np.asarray(tree[f"a{i:05d}"]) for i, n in enumerate(names)}
-
-
-def short_error(err: BaseException, limit: int = 300) -> str:
-    text = " ".join((str(err) or type(err).__name__).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------- #
-# The live version: resolving CURRENT
-# --------------------------------------------------------------------------- #
-
-
-@dataclass(frozen=True)
-class LiveVersion:
-    """Where the live version of a model folder is.
-
-    Attributes:
-      root: the model folder (absolute).
-      folder: the folder holding the live version's files (``detector.json``, ``arrays/``,
-        and the files saved with it); ``root`` itself for the earlier, unversioned layout.
-      version: the version folder's name, or None for the unversioned layout.
-      pointer: the parsed ``CURRENT`` file, or None.
-    """
-
-    root: Path
-    folder: Path
-    version: str | None
-    pointer: dict | None
-
-
-def read_json(file: Path) -> Any:
-    """A JSON file's content; CheckpointError naming the file when it is not UTF-8 JSON."""
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise CheckpointError(f"{file} cannot be read: {short_error(err)}") from err
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"{file} is corrupt: not UTF-8 text ({short_error(err)})") from err
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{file} is corrupt: not valid JSON ({err})") from err
-
-
-def _read_pointer(file: Path) -> dict:
-    pointer = read_json(file)
-    if not isinstance(pointer, dict):
-        raise CheckpointError(f"{file} is corrupt: expected a JSON object naming the live version")
-    if pointer.get("format") != POINTER_FORMAT:
-        raise CheckpointError(f"{file} has pointer format {pointer.get('format')!r}; this library reads "
-                              f"format {POINTER_FORMAT}")
-    version = pointer.get("version")
-    # a pointer names a sibling folder by a strict pattern: never a path elsewhere ("../x")
-    if not isinstance(version, str) or not _VERSION_RE.fullmatch(version):
-        raise CheckpointError(f"{file}: field 'version' must name a version folder like v-20250101T000000Z-<12 hex>, "
-                              f"got {version!r}")
-    previous = pointer.get("previous")
-    if previous is not None and (not isinstance(previous, str) or not _VERSION_RE.fullmatch(previous)):
-        raise CheckpointError(f"{file}: field 'previous' must name a version folder or be null, got {previous!r}")
-    legacy = pointer.get("legacy", [])
-    if not (isinstance(legacy, list) and all(isinstance(n, str) and n and "/" not in n and "\\" not in n
-                                             and n not in (".", "..") for n in legacy)):
-        raise CheckpointError(f"{file}: field 'legacy' must be a list of names in the model folder")
-    return pointer
-
-
-def _old_sibling_hint(path: Path) -> str:
-    """Names a folder that an interrupted save of an earlier release left beside ``path``."""
-    if not path.parent.is_dir():
-        return ""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.old-[0-9a-f]{{8}}")
-    for entry in sorted(path.parent.iterdir()):
-        if pattern.fullmatch(entry.name) and (entry / META_FILE).is_file():
-            return (f" (an interrupted save of an earlier release left the previous model in {entry}: "
-                    f"rename it to {path.name} to recover it)")
-    return ""
-
-
-def _resolve(path: Path) -> LiveVersion:
-    if not path.exists():
-        raise FileNotFoundError(f"no saved detector at {path}{_old_sibling_hint(path)}")
-    if not path.is_dir():
-        raise CheckpointError(f"{path} is not a detector folder")
-    pointer_file = path / POINTER_FILE
-    if pointer_file.is_file():
-        pointer = _read_pointer(pointer_file)
-        folder = path / pointer["version"]
-        if not folder.is_dir():
-            raise CheckpointError(f"{pointer_file} names the version {pointer['version']!r} but {folder} is missing")
-        return LiveVersion(path, folder, pointer["version"], pointer)
-    if (path / META_FILE).exists():
-        return LiveVersion(path, path, None, None)  # the earlier, unversioned layout
-    raise CheckpointError(f"{path} is not a complete detector checkpoint: {META_FILE} is missing "
-                          f"(and there is no {POINTER_FILE} naming a version)")
-
-
-def _generation(path: Path) -> bytes | None:
-    """The pointer's bytes (None without one): a change means a save replaced the live version."""
-    try:
-        return (path / POINTER_FILE).read_bytes()
-    except OSError:
-        return None
-
-
-def read_live(path: str | os.PathLike, fn: Callable[[LiveVersion], T]) -> T:
-    """``fn(live)`` for the model folder's live version, read consistently.
-
-    ``fn`` should read everything it needs from ``live.folder``: that is one version, whole.
-    When ``fn`` fails because a concurrent save replaced that version meanwhile (the pointer
-    moved), it is called again on the new live version (up to a few times); any other error
-    is raised as is.
-    """
-    path = Path(path).absolute()
-    for attempt in range(_READ_ATTEMPTS):
-        before = _generation(path)
-        try:
-            return fn(_resolve(path))
-        except Exception:
-            if attempt + 1 < _READ_ATTEMPTS and _generation(path) != before:
-                continue
-            raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """The folder holding the live version of the model at ``path``: ``detector.json``,
-    ``arrays/`` and the files saved with it (``path`` itself for the unversioned layout).
-
-    A later save may replace that version (it is kept until the save after that): read
-    with :func:`read_live` to be safe against concurrent saves.
-    """
-    return _resolve(Path(path).absolute()).folder
+_OWN_ENTRIES = (META_FILE, ARRAYS_DIR, NAMES_FILE)
 
 
 # --------------------------------------------------------------------------- #
@@ -388,107 +119,7 @@ def _step(name: str) -> None:
 
 def _discard(path: Path) -> None:
     """Removes what a failed save wrote (the tests replace it to leave the debris a kill would)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    # Durability across a power cut: the pointer must never name a version whose files are
-    # still only in the page cache. Some file systems (and Windows, for folders) refuse; the
-    # atomicity for readers does not depend on it.
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(folder):
-        for name in filenames:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath), directory=True)
-
-
-def _new_version_name() -> str:
-    return f"v-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:12]}"
-
-
-def _write_pointer(root: Path, pointer: dict) -> None:
-    """Replaces ``root/CURRENT`` atomically: a reader sees the old pointer or the new one."""
-    tmp = root / f".{POINTER_FILE}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(pointer, indent=1))
-            fh.flush()
-            os.fsync(fh.fileno())
-        _step("pointer written")
-        os.replace(tmp, root / POINTER_FILE)
-    except BaseException:
-        _discard(tmp)
-        raise
-    _fsync_path(root, directory=True)
-
-
-def _copy_entry(src: Path, dst: Path) -> None:
-    if src.is_dir() and not src.is_symlink():
-        shutil.copytree(src, dst, symlinks=True)
-    else:
-        shutil.copy2(src, dst, follow_symlinks=False)
-
-
-def is_save_debris(name: str) -> bool:
-    return bool(_VERSION_RE.fullmatch(name) or _POINTER_TMP_RE.fullmatch(name))
-
-
-def _current_state(root: Path) -> tuple[LiveVersion | None, bool]:
-    """(the live version or None, whether the folder's versions can be told apart).
-
-    A damaged pointer cannot say which version folder is live: the save then replaces the
-    pointer but removes no version folder (the next save does), so nothing is lost to it.
-    """
-    try:
-        return _resolve(root), True
-    except (CheckpointError, FileNotFoundError):
-        return None, not (root / POINTER_FILE).exists()
-
-
-def _clean(root: Path, keep: Iterable[str | None], legacy: Iterable[str] = ()) -> None:
-    """Removes what earlier or killed saves left: version folders other than ``keep``,
-    temporary pointer files, the unversioned layout's entries in ``legacy``, and the hidden
-    sibling folders of earlier releases."""
-    keep = {k for k in keep if k}
-    for entry in list(root.iterdir()) if root.is_dir() else []:
-        if entry.name in keep:
-            continue
-        if is_save_debris(entry.name):
-            _remove(entry)
-    for name in legacy:
-        _remove(root / name)
-    sibling = re.compile(rf"\.{re.escape(root.name)}\.(tmp|old)-[0-9a-f]{{8}}")
-    for entry in list(root.parent.iterdir()):
-        if sibling.fullmatch(entry.name):
-            _remove(entry)
+    remove_entry(path)
 
 
 def save_detector(
@@ -508,7 +139,7 @@ def save_detector(
 
     Args:
       detector: a fitted detector, or a fitted :mod:`vaegmm_jax.sklearn` estimator (its
-        detector is saved; :func:`load_detector` gives the detector back).
+        detector is saved; ``load_detector`` gives the detector back).
       path: the model folder (created if missing; an unversioned folder is converted).
       add_files: called as ``add_files(folder)`` with the new version's folder (a Path)
         after the checkpoint is written there and before it goes live: it writes the files
@@ -533,51 +164,32 @@ def save_detector(
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"cannot save a detector to {root}: it is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
-    previous, known = _current_state(root)
+    previous, known = current_state(root)
     pointer = previous.pointer if previous is not None else None
     if known:
         # debris of killed saves (and of a conversion that a kill interrupted) goes before the
         # new version adds to the disk; the live version and the one it replaced stay. Debris
         # that cannot be removed (permissions) does not stop the save.
         try:
-            _clean(root, keep=[previous and previous.version, pointer and pointer.get("previous")],
-                   legacy=(pointer or {}).get("legacy", ()))
+            clean_debris(root, keep=[previous and previous.version, pointer and pointer.get("previous")],
+                         legacy=(pointer or {}).get("legacy", ()))
         except OSError:
             pass
     replace = set(replace)
-    version = _new_version_name()
+    version = new_version_name()
     folder = root / version
     folder.mkdir()
     try:
         _step("version folder created")
-        flat = flatten_tree(detector.params, "params")
-        for name, tree in detector.extra_arrays().items():
-            flat.update(flatten_tree(tree, name))
-        if detector.opt_state is not None:
-            leaves = jax.tree_util.tree_leaves(detector.opt_state)
-            flat.update({f"opt_state/{i}": np.asarray(v) for i, v in enumerate(leaves)})
-        _write_arrays(folder, flat)
+        array_store.write_arrays(folder, _array_tree(detector))
         _step("arrays written")
         meta = {
             "format_version": FORMAT_VERSION,
-            "detector": type(detector).__name__,
-            "config": detector.config_dict(),
-            "fit": detector.fit_config,
-            "threshold": detector.threshold,
-            "input_shape": list(detector.input_shape),
-            "epochs_done": detector.epochs_done,
-            "history": detector.history,
-            "n_opt_state_leaves": 0 if detector.opt_state is None else len(jax.tree_util.tree_leaves(detector.opt_state)),
-            "meta": detector.meta,
-            "versions": _versions(),
-            "array_files": _file_digests(folder),
+            **detector_record(detector),
+            "n_opt_state_leaves": 0 if detector.opt_state is None else count_arrays(detector.opt_state),
+            "versions": library_versions(device=True),
+            "array_files": array_store.file_digests(folder),
         }
-        if detector.n_members > 1:  # an ensemble: every member's training record
-            meta["members"] = {
-                "history": detector.member_history,
-                "failed_epoch": np.asarray(detector.member_failed_epoch).tolist(),
-                "after_fit_ok": np.asarray(detector.member_after_fit_ok).tolist(),
-            }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default))
         _step("detector.json written")
         if add_files is not None:
@@ -585,7 +197,7 @@ def save_detector(
             _step("files added")
         _carry_files(previous, folder, replace)
         _step("files carried")
-        _fsync_tree(folder)
+        fsync_tree(folder)
         new_pointer: dict[str, Any] = {"format": POINTER_FORMAT, "version": version,
                                        "previous": previous.version if previous is not None else None}
         if previous is not None and previous.version is None:
@@ -594,7 +206,7 @@ def save_detector(
             # the pointer is in place; recorded so that the next save finishes that if a kill stops it
             new_pointer["legacy"] = sorted(e.name for e in root.iterdir()
                                            if e.name != POINTER_FILE and not is_save_debris(e.name))
-        _write_pointer(root, new_pointer)
+        write_pointer(root, new_pointer, step=_step, discard=_discard)
     except BaseException:
         _discard(folder)
         raise
@@ -605,17 +217,29 @@ def save_detector(
     try:
         if "legacy" in new_pointer:
             for name in [META_FILE] + new_pointer["legacy"]:  # detector.json first: the old layout ends at once
-                _remove(root / name)
+                remove_entry(root / name)
                 _step("legacy entry removed")
             # the listed names are gone: a later file of the same name at the top is the user's
             new_pointer.pop("legacy")
-            _write_pointer(root, new_pointer)
+            write_pointer(root, new_pointer, step=_step, discard=_discard)
         if known:
-            _clean(root, keep=[version, new_pointer["previous"]])
+            clean_debris(root, keep=[version, new_pointer["previous"]])
     except OSError:
         pass
     _step("old versions removed")
     return root
+
+
+def _array_tree(detector) -> dict[str, Any]:
+    """{'params', 'opt_state' (when there is one), 'extra' (when ``extra_arrays()`` has any)}:
+    the one tree of arrays a version stores (empty entries of ``extra`` left out)."""
+    tree = {"params": detector.params}
+    if detector.opt_state is not None:
+        tree["opt_state"] = detector.opt_state
+    extra = drop_empty(detector.extra_arrays())
+    if extra:
+        tree["extra"] = extra
+    return tree
 
 
 def _unwrap_estimator(detector):
@@ -641,103 +265,7 @@ def _carry_files(previous: LiveVersion | None, folder: Path, replace: set[str]) 
             continue
         if previous.version is None and (name == POINTER_FILE or is_save_debris(name)):
             continue  # the unversioned folder is also the new layout's root
-        _copy_entry(entry, folder / name)
-
-
-def json_default(obj):
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        return obj.item()
-    if isinstance(obj, (np.ndarray, jax.Array)):
-        return np.asarray(obj).tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-# --------------------------------------------------------------------------- #
-# Reading and checking detector.json
-# --------------------------------------------------------------------------- #
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_meta(meta: Any, meta_file: Path) -> dict:
-    """Every field a load uses, checked: CheckpointError naming the file and the field."""
-
-    def bad(field: str, problem: str) -> CheckpointError:
-        return CheckpointError(f"{meta_file}: field {field!r} {problem}")
-
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{meta_file} is corrupt: expected a JSON object, got {type(meta).__name__}")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{meta_file.parent} has checkpoint format {version!r}; this library reads format "
-                              f"{FORMAT_VERSION}")
-    for field in ("detector", "config", "input_shape", "threshold", "history", "epochs_done", "fit"):
-        if field not in meta:
-            raise bad(field, "is missing")
-    if not isinstance(meta["detector"], str):
-        raise bad("detector", f"must be a detector class name, got {meta['detector']!r}")
-    for field in ("config", "fit", "history"):
-        if not isinstance(meta[field], dict):
-            raise bad(field, f"must be a JSON object, got {type(meta[field]).__name__}")
-    shape = meta["input_shape"]
-    if not (isinstance(shape, list) and shape and all(_is_int(s) and s > 0 for s in shape)):
-        raise bad("input_shape", f"must be a list of positive integers (one row's shape), got {shape!r}")
-    thr = meta["threshold"]
-    if thr is not None and not (_is_number(thr) and math.isfinite(thr)):
-        raise bad("threshold", f"must be a finite number or null, got {thr!r}")
-    if not (_is_int(meta["epochs_done"]) and meta["epochs_done"] >= 0):
-        raise bad("epochs_done", f"must be a non-negative integer, got {meta['epochs_done']!r}")
-    for term, values in meta["history"].items():
-        if not (isinstance(values, list) and all(v is None or _is_number(v) for v in values)):
-            raise bad("history", f"entry {term!r} must be a list of numbers")
-    n_opt = meta.get("n_opt_state_leaves", 0)
-    if not (_is_int(n_opt) and n_opt >= 0):
-        raise bad("n_opt_state_leaves", f"must be a non-negative integer, got {n_opt!r}")
-    members = meta.get("members")
-    if members is not None:
-        if not isinstance(members, dict):
-            raise bad("members", "must be a JSON object")
-        history = members.get("history")
-        if not (isinstance(history, dict) and all(
-                isinstance(rows, list) and all(isinstance(r, list) and all(v is None or _is_number(v) for v in r)
-                                               for r in rows) for rows in history.values())):
-            raise bad("members", "entry 'history' must map each loss term to a list of per-member lists of numbers")
-        failed = members.get("failed_epoch")
-        if not (isinstance(failed, list) and all(_is_int(v) for v in failed)):
-            raise bad("members", "entry 'failed_epoch' must be a list of integers")
-        ok = members.get("after_fit_ok")
-        if not (isinstance(ok, list) and all(isinstance(v, bool) for v in ok)):
-            raise bad("members", "entry 'after_fit_ok' must be a list of true/false")
-    digests = meta.get("array_files")
-    if digests is not None:
-        if not isinstance(digests, dict):
-            raise bad("array_files", "must be a JSON object")
-        for rel, want in digests.items():
-            parts = Path(rel).parts
-            if (not parts or Path(rel).is_absolute() or ".." in parts or parts[0] not in (_ARRAYS_DIR, _NAMES_FILE)
-                    or not (isinstance(want, dict) and _is_int(want.get("size"))
-                            and isinstance(want.get("sha256"), str))):
-                raise bad("array_files", f"has a bad entry {rel!r}")
-    return meta
-
-
-def read_meta(folder: Path) -> dict:
-    """The checked ``detector.json`` of a version folder (or of an unversioned model folder)."""
-    meta_file = folder / META_FILE
-    if not meta_file.is_file():
-        raise CheckpointError(f"{folder} is not a complete detector checkpoint: {META_FILE} is missing")
-    return _check_meta(read_json(meta_file), meta_file)
-
-
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The checked ``detector.json`` of the model's live version (no arrays are read)."""
-    return read_live(path, lambda live: read_meta(live.folder))
+        copy_entry(entry, folder / name)
 
 
 # --------------------------------------------------------------------------- #
@@ -745,74 +273,110 @@ def read_metadata(path: str | os.PathLike) -> dict:
 # --------------------------------------------------------------------------- #
 
 
-def apply_meta(det, meta: dict, meta_file: Path | None = None) -> None:
-    det.threshold = None if meta["threshold"] is None else float(meta["threshold"])
-    det.input_shape = tuple(meta["input_shape"])
-    det.epochs_done = int(meta["epochs_done"])
-    det.history = {k: list(v) for k, v in meta["history"].items()}
-    det.fit_config = dict(meta["fit"])
-    record = meta.get("members")
-    if record is not None:
-        n = det.n_members
-        if len(record["failed_epoch"]) != n or len(record["after_fit_ok"]) != n:
-            raise CheckpointError(f"{meta_file}: field 'members' records {len(record['failed_epoch'])} members but "
-                                  f"the configuration has {n}")
-        det.member_history = {k: [list(map(float, row)) for row in v] for k, v in record["history"].items()}
-        det.member_failed_epoch = np.asarray(record["failed_epoch"], np.int64)
-        det.member_after_fit_ok = np.asarray(record["after_fit_ok"], bool)
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The checked ``detector.json`` of the model's live version (no arrays are read)."""
+    return read_live(path, lambda live: read_meta(live.folder))
 
 
 def restore_arrays(det, path: Path, meta: dict, optimizer=None) -> None:
-    meta_file = path / META_FILE
-    _verify_files(path, meta.get("array_files"), meta_file)
-    flat = _read_arrays(path)
+    """Sets a detector's arrays from the version folder ``path`` whose checked
+    ``detector.json`` is ``meta``: ``params`` (read against ``det.params_like``), the extra
+    arrays (``set_extra_arrays``) and, when ``optimizer`` is given and the checkpoint holds
+    one, ``opt_state`` (read against ``optimizer.init``'s state; None otherwise).
 
-    n_members = det.n_members
+    Raises:
+      CheckpointError: missing, damaged or mismatched arrays, naming the file or array.
+    """
+    meta_file = path / META_FILE
+    flat_names = meta["format_version"] == 1
+    array_store.verify_files(path, meta.get("array_files"), meta_file, flat_names)
     try:  # an ensemble's arrays carry a leading member axis
-        template = det.params_like(meta["input_shape"])
+        params_target = det.params_like(meta["input_shape"])
     except Exception as err:  # a hand-edited configuration or input shape the networks cannot take
         raise CheckpointError(f"{meta_file}: fields 'config' and 'input_shape' {meta['input_shape']} do not build a "
                               f"{type(det).__name__}: {short_error(err)}") from err
-    det.params = unflatten_like(template, flat, "params", where=str(path / _ARRAYS_DIR))
-    try:
-        det.set_extra_arrays(_group(flat))
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"the arrays in {path / _ARRAYS_DIR} do not fit a {type(det).__name__} "
-                              f"(see {path / _NAMES_FILE}): {short_error(err)}") from err
     n_opt = int(meta.get("n_opt_state_leaves", 0))
-    missing = [f"opt_state/{i}" for i in range(n_opt) if f"opt_state/{i}" not in flat]
-    if missing:
-        raise CheckpointError(f"{meta_file}: field 'n_opt_state_leaves' is {n_opt} but the arrays lack {missing[:3]}")
+    opt_target = None
     if optimizer is not None and n_opt:
-        opt_template = jax.eval_shape(members.over_members(optimizer.init, (0,), n_members), template)
-        leaves, treedef = jax.tree_util.tree_flatten(opt_template)
-        if len(leaves) != n_opt:
+        opt_target = jax.eval_shape(members.over_members(optimizer.init, (0,), det.n_members), params_target)
+        if count_arrays(opt_target) != n_opt:
             raise CheckpointError(
-                f"the optimizer state in {path} has {n_opt} arrays but the given optimizer needs {len(leaves)}: "
-                "resume with the optimizer the detector was trained with"
-            )
-        det.opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[f"opt_state/{i}"]) for i in range(n_opt)])
-    else:
-        det.opt_state_leaves = [flat[f"opt_state/{i}"] for i in range(n_opt)]
+                f"the optimizer state in {path} has {n_opt} arrays but the given optimizer needs "
+                f"{count_arrays(opt_target)}: resume with the optimizer the detector was trained with")
+    read = _read_flat if flat_names else _read_nested
+    params, opt_state, extra = read(path, meta_file, params_target, opt_target, n_opt)
+    try:
+        det.set_extra_arrays(extra)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        names = f" (see {path / NAMES_FILE})" if flat_names else ""
+        raise CheckpointError(f"the arrays in {path / ARRAYS_DIR} do not fit a {type(det).__name__}{names}: "
+                              f"{short_error(err)}") from err
+    det.params = params
+    det.opt_state = opt_state
     det.clear_compiled()
 
 
-def _group(flat: dict[str, np.ndarray]) -> dict[str, Any]:
-    """{'gmm/phi': a, 'recon_scale/': b} -> {'gmm': {'phi': a}, 'recon_scale': b}."""
-    out: dict[str, Any] = {}
-    for name, value in flat.items():
-        head, _, rest = name.partition("/")
-        if head in ("params", "opt_state"):
-            continue
-        if rest:
-            out.setdefault(head, {})[rest] = value
-        else:
-            out[head] = value
-    return out
+def _model_expects() -> str:
+    return f"the model that its {META_FILE} describes"
+
+
+def _optimizer_mismatch(path: Path, err: CheckpointError) -> CheckpointError:
+    return CheckpointError(f"the optimizer state in {path} does not match the given optimizer's: {err}; resume "
+                           "with the optimizer the detector was trained with")
+
+
+def _read_nested(path: Path, meta_file: Path, params_target, opt_target, n_opt: int):
+    """(params, opt_state or None, extra arrays) of a format 2 version folder."""
+    where = str(path / ARRAYS_DIR)
+    stored = array_store.stored_structure(path)
+    check_matches(params_target, stored["params"], "params", where=where, expects=_model_expects())
+    stored_opt = stored.get("opt_state")
+    n_stored = 0 if stored_opt is None else count_arrays(stored_opt)
+    if n_stored != n_opt:
+        raise CheckpointError(f"{meta_file}: field 'n_opt_state_leaves' is {n_opt} but {where} holds {n_stored} "
+                              "optimizer state arrays")
+    target = {"params": params_target}
+    if opt_target is not None:
+        try:
+            check_matches(opt_target, stored_opt, "opt_state", where="the checkpoint",
+                          expects="the given optimizer's state")
+        except CheckpointError as err:
+            raise _optimizer_mismatch(path, err) from None
+        target["opt_state"] = opt_target
+    stored_extra = drop_empty(stored.get("extra"))
+    if stored_extra:
+        target["extra"] = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), stored_extra)
+    arrays = array_store.read_arrays(path, target)
+    opt_state = None if opt_target is None else cast_like(opt_target, arrays["opt_state"])
+    return cast_like(params_target, arrays["params"]), opt_state, arrays.get("extra", {})
+
+
+def _read_flat(path: Path, meta_file: Path, params_target, opt_target, n_opt: int):
+    """(params, opt_state or None, extra arrays) of a format 1 version folder."""
+    flat = array_store.read_flat_arrays(path)
+    params = restore_like(params_target, nest_flat_names(flat, "params"), "params", where=str(path / ARRAYS_DIR),
+                          expects=_model_expects())
+    heads = sorted({name.partition("/")[0] for name in flat} - {"params", "opt_state"})
+    extra = {head: nest_flat_names(flat, head) for head in heads}
+    missing = [f"opt_state/{i}" for i in range(n_opt) if f"opt_state/{i}" not in flat]
+    if missing:
+        raise CheckpointError(f"{meta_file}: field 'n_opt_state_leaves' is {n_opt} but the arrays lack {missing[:3]}")
+    if opt_target is None:
+        return params, None, extra
+    # format 1 stored the optimizer state's arrays in order, without its tree: count and shapes are checked
+    wanted, treedef = jax.tree_util.tree_flatten(opt_target)
+    leaves = [flat[f"opt_state/{i}"] for i in range(n_opt)]
+    for i, (leaf, want) in enumerate(zip(leaves, wanted)):
+        if np.shape(leaf) != tuple(want.shape):
+            raise _optimizer_mismatch(path, CheckpointError(
+                f"array 'opt_state/{i}' has shape {np.shape(leaf)} but the given optimizer's state expects "
+                f"{tuple(want.shape)}"))
+    return params, cast_like(opt_target, jax.tree_util.tree_unflatten(treedef, leaves)), extra
 
 
 def restore_training_state(det, path: str | os.PathLike, optimizer) -> None:
-    """Loads a checkpoint into an existing detector (used by fit(resume=True))."""
+    """Loads a checkpoint into an existing detector (used by fit(resume=True)): its settings,
+    history, arrays and the optimizer state, read against ``optimizer``'s."""
 
     def restore(live: LiveVersion) -> None:
         meta = read_meta(live.folder)
@@ -824,3 +388,8 @@ def restore_training_state(det, path: str | os.PathLike, optimizer) -> None:
         restore_arrays(det, live.folder, meta, optimizer=optimizer)
 
     read_live(path, restore)
+
+
+__all__ = ["CheckpointError", "FORMAT_VERSION", "LiveVersion", "META_FILE", "POINTER_FILE", "apply_meta",
+           "is_save_debris", "read_json", "read_live", "read_meta", "read_metadata", "resolve_checkpoint",
+           "restore_arrays", "restore_training_state", "save_detector", "short_error"]

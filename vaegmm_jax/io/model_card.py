@@ -17,6 +17,7 @@ Nothing here prints.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import json
 import math
 import os
@@ -24,7 +25,10 @@ import platform
 from pathlib import Path
 from typing import Any, Mapping
 
+import jax
 import numpy as np
+
+from vaegmm_jax._version import __version__
 
 __all__ = ["MODEL_CARD_FILE", "build_model_card", "write_model_card", "read_model_card", "add_metrics", "history_summary",
            "library_versions", "device_info"]
@@ -33,10 +37,11 @@ MODEL_CARD_FILE = "model_card.json"
 CARD_FORMAT = 1
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a model depends on (missing ones omitted)."""
-    import importlib.metadata as md
-
+def library_versions(device: bool = False) -> dict[str, str]:
+    """Versions of the libraries a model depends on (missing ones omitted), e.g.
+    {'python': '3.11.9', 'vaegmm_jax': '0.1.0', 'jax': '0.10.2', 'orbax': '0.12.8', ...};
+    with ``device``, also 'device': the default JAX device's kind (e.g. 'cpu', 'NVIDIA H100
+    80GB HBM3'), as checkpoints record it."""
     out = {"python": platform.python_version()}
     for dist, key in (
         ("vaegmm_jax", "vaegmm_jax"), ("jax", "jax"), ("jaxlib", "jaxlib"), ("flax", "flax"), ("optax", "optax"),
@@ -44,22 +49,17 @@ def library_versions() -> dict[str, str]:
         ("pyarrow", "pyarrow"),
     ):
         try:
-            out[key] = md.version(dist)
-        except md.PackageNotFoundError:
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             continue
-    try:
-        from vaegmm_jax._version import __version__
-
-        out["vaegmm_jax"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
+    out["vaegmm_jax"] = __version__  # the running code's, also from a source tree that is not installed
+    if device:
+        out["device"] = str(jax.devices()[0].device_kind)
     return out
 
 
 def device_info() -> dict[str, Any]:
     """The default JAX backend and device (does not change any JAX configuration)."""
-    import jax
-
     devices = jax.devices()
     return {
         "backend": jax.default_backend(),
