@@ -8,10 +8,10 @@ each chunk of seeds finishes), and the same command then renders the whole table
 
 A run's key hashes everything that decides its result:
 
-* the run's rows (:meth:`vaegmm_jax.evaluation.protocols.RunData.fingerprint`: the training and
+* the run's rows (:meth:`vaegmm_jax.evaluation.RunData.fingerprint`: the training and
   evaluation rows themselves, labels, the feature transform's definition, threshold rule;
   platform-independent, so runs made on a GPU are found on a CPU and back);
-* the detector (:class:`vaegmm_jax.evaluation.protocols.DetectorSpec` name, description, fit
+* the detector (:class:`vaegmm_jax.evaluation.DetectorSpec` name, description, fit
   arguments, restarts, and the detector's own scalar settings);
 * the caller's ``settings`` (anything else it wants a run to depend on; ``accuracy.py``
   passes none, since the rows and the spec already carry its options);

@@ -1,7 +1,7 @@
 """Does a run's final training loss tell its good seeds from its poor ones?
 
 Reads the per-run JSON that ``accuracy.py --json``, ``select_beta.py --json`` or
-``select_init.py --json`` writes (``protocols.run_protocol`` rows, whose ``final_loss``
+``select_init.py --json`` writes (``evaluation.run_protocol`` rows, whose ``final_loss``
 holds each loss term's mean over the last training epoch) and prints, per detector, the
 Spearman rank correlation of every loss term with a metric, and what picking the
 lower-loss run of pairs of runs would give:

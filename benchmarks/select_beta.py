@@ -1,6 +1,6 @@
 """Choose VAEGMM's KL weight (beta) on a validation split of the DAGMM protocol's train half.
 
-No test row is used: :func:`vaegmm_jax.evaluation.protocols.dagmm_validation_runs` trains on the
+No test row is used: :func:`vaegmm_jax.evaluation.dagmm_validation_runs` trains on the
 fit normals of the train half and evaluates on its validation normals plus the train
 half's anomalies (which the protocol never trains on), with the protocol's threshold
 rule. Use seeds other than the reported ones (the accuracy table reports 0..19; the
@@ -32,8 +32,8 @@ def add_validation_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="fraction of the paper's epochs")
     ap.add_argument("--val-anomaly-ratio", type=float, default=None,
                     help="anomaly ratio of the validation set (default: keep every train-half anomaly)")
-    ap.add_argument("--scaling", choices=("minmax", "standardize", "none"), default="minmax",
-                    help="input transform fitted on the fit rows (vaegmm_jax.evaluation.protocols.SCALINGS; default: the paper's)")
+    ap.add_argument("--scaling", choices=("minmax", "standard", "none"), default="minmax",
+                    help="input transform fitted on the fit rows (vaegmm_jax.evaluation.SCALINGS; default: the paper's)")
     ap.add_argument("--data", default=None, help="data folder (default $VAEGMM_DATA)")
     ap.add_argument("--json", default=None, help="write every run's result dict here")
 
@@ -61,8 +61,8 @@ def validation_data(args):
     """The validation runs of ``args.dataset`` (seeds ``args.first_seed`` ..), printed."""
     if args.data is None and not os.environ.get("VAEGMM_DATA"):
         raise SystemExit("set VAEGMM_DATA to the data folder (e.g. ../shared/data) or pass --data")
-    from vaegmm_jax.data import datasets
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import data as datasets
+    from vaegmm_jax import evaluation
 
     name = args.dataset
     if name in ("kddcup", "kddcup_rev"):
@@ -70,7 +70,7 @@ def validation_data(args):
     else:
         ds = datasets.load_odds(name, args.data)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    data = protocols.dagmm_validation_runs(ds, seeds, rev=(name == "kddcup_rev"), name=name,
+    data = evaluation.dagmm_validation_runs(ds, seeds, rev=(name == "kddcup_rev"), name=name,
                                            anomaly_ratio=args.val_anomaly_ratio,
                                            scaling=args.scaling)
     info = data.info
@@ -81,13 +81,13 @@ def validation_data(args):
 
 def run_and_report(data, specs, json_path=None) -> None:
     """Runs each spec on the validation runs; prints one table row per spec (and per-seed F1)."""
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     rows, all_runs = [], []
     for spec in specs:
         t0 = time.perf_counter()
-        runs = protocols.run_protocol(data, spec)
-        s = protocols.summarize(runs)
+        runs = evaluation.run_protocol(data, spec)
+        s = evaluation.summarize(runs)
         for r in runs:
             r["label"] = spec.name
         all_runs += runs
@@ -106,12 +106,12 @@ def run_and_report(data, specs, json_path=None) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     data = validation_data(args)
     name = args.dataset
-    specs = [] if args.no_dagmm else [protocols.dagmm_spec(name, epochs_scale=args.epochs_scale)]
-    specs += [protocols.vaegmm_spec(name, epochs_scale=args.epochs_scale, beta=b, name=f"VAEGMM beta {b:g}")
+    specs = [] if args.no_dagmm else [evaluation.dagmm_spec(name, epochs_scale=args.epochs_scale)]
+    specs += [evaluation.vaegmm_spec(name, epochs_scale=args.epochs_scale, beta=b, name=f"VAEGMM beta {b:g}")
               for b in args.betas]
     run_and_report(data, specs, args.json)
     return 0

@@ -49,15 +49,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from accuracy import VAEGMM_BETA
 
-    from vaegmm_jax.evaluation import protocols
+    from vaegmm_jax import evaluation
 
     data = validation_data(args)
     kw = dict(epochs_scale=args.epochs_scale)
     if args.detector == "dagmm":
-        specs = [protocols.dagmm_spec(args.dataset, name=f"DAGMM {i}", kernel_init=i, **kw) for i in args.inits]
+        specs = [evaluation.dagmm_spec(args.dataset, name=f"DAGMM {i}", kernel_init=i, **kw) for i in args.inits]
     else:
         beta = args.beta if args.beta is not None else VAEGMM_BETA.get(args.dataset, 1.0)
-        specs = [protocols.vaegmm_spec(args.dataset, name=f"VAEGMM {i} (beta {beta:g})", beta=beta, kernel_init=i, **kw)
+        specs = [evaluation.vaegmm_spec(args.dataset, name=f"VAEGMM {i} (beta {beta:g})", beta=beta, kernel_init=i, **kw)
                  for i in args.inits]
     run_and_report(data, specs, args.json)
     return 0

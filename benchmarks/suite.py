@@ -99,7 +99,7 @@ def data_root() -> Path:
 
 def load_set(name: str) -> tuple[np.ndarray, np.ndarray]:
     """X (N, F) float64, y (N,) int (1 = anomaly) of one suite set."""
-    from vaegmm_jax.data.datasets import load_odds
+    from vaegmm_jax.data import load_odds
 
     ds = load_odds(data_root() / SETS[name], verify=False)
     return ds.X.astype(np.float64), ds.y.astype(np.int64)

@@ -29,15 +29,15 @@ def load(seed: int = 0):
     """(X_train, X_test, y_test, preset, description)."""
     rng = np.random.default_rng(seed)
     if os.environ.get("VAEGMM_DATA"):
-        from vaegmm_jax.data import datasets
+        from vaegmm_jax.data import apply_column_scaler, fit_column_scaler, load_odds
 
-        ds = datasets.load_odds("thyroid")
+        ds = load_odds("thyroid")
         idx = rng.permutation(len(ds.X))
         train, test = idx[: len(idx) // 2], idx[len(idx) // 2 :]
         train = train[ds.y[train] == 0]
-        scaler = datasets.fit_minmax(ds.X[train])
+        scaler = fit_column_scaler(ds.X[train], "minmax")
         preset = dataclasses.replace(presets.THYROID, epochs=500)
-        return (datasets.apply_minmax(scaler, ds.X[train]), datasets.apply_minmax(scaler, ds.X[test]), ds.y[test],
+        return (apply_column_scaler(scaler, ds.X[train]), apply_column_scaler(scaler, ds.X[test]), ds.y[test],
                 preset, "ODDS Thyroid, DAGMM protocol")
     a = rng.normal(size=(2, 20)) / np.sqrt(2)
 

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 import vaegmm_jax as vj
-from vaegmm_jax.data import datasets
+from vaegmm_jax.data import contaminated_mnist, load_fashion_mnist
 from vaegmm_jax.evaluation import metrics
 from vaegmm_jax.nets import conv
 
@@ -33,11 +33,11 @@ def main():
     p.add_argument("--out", default="vaegmm_out/fashion_mnist")
     args = p.parse_args()
 
-    train = datasets.load_fashion_mnist("train", args.data)
-    test = datasets.load_fashion_mnist("test", args.data)
+    train = load_fashion_mnist("train", args.data)
+    test = load_fashion_mnist("test", args.data)
     rng = np.random.default_rng(args.seed)
     x_train = train.images[rng.choice(len(train.images), args.train_images, replace=False)]
-    x_test, y_test = datasets.contaminated_mnist(test.images, test.labels, seed=args.seed)
+    x_test, y_test = contaminated_mnist(test.images, test.labels, seed=args.seed)
 
     det = vj.OutlierVAE(score_type="mse", likelihood="bernoulli", latent_dim=8, seed=args.seed,
                         encoder_net=conv.conv_encoder(), decoder_net=conv.conv_decoder((28, 28, 1), output="logits"))

@@ -2,7 +2,7 @@
 
 Protocol (Zong et al. 2018): random 50/50 split; train only on the non-`normal.` rows of the
 train half (in this protocol the `normal.` traffic, 20%, is the anomaly class); flag the top
-20% of test energies. 118 one-hot + numeric columns (see vaegmm_jax.data.datasets), continuous
+20% of test energies. 118 one-hot + numeric columns (see vaegmm_jax.data.load_kddcup99), continuous
 columns min-max scaled on the training rows only.
 
     VAEGMM_DATA=../shared/data python examples/kddcup_dagmm.py --epochs 10
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from vaegmm_jax.data import datasets
+from vaegmm_jax.data import apply_column_scaler, fit_column_scaler, load_kddcup99
 
 from vaegmm_jax.evaluation import metrics
 
@@ -28,13 +28,13 @@ def main():
     p.add_argument("--data", default=None, help="data folder (default: $VAEGMM_DATA)")
     args = p.parse_args()
 
-    kdd = datasets.load_kddcup99(args.data, protocol="dagmm")
+    kdd = load_kddcup99(args.data, protocol="dagmm")
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(kdd.y))
     train, test = order[: len(order) // 2], order[len(order) // 2 :]
     train = train[kdd.y[train] == 0]  # the protocol's normal class only
-    scaler = datasets.fit_minmax(kdd.X[train], np.flatnonzero(kdd.continuous))
-    x_train, x_test = datasets.apply_minmax(scaler, kdd.X[train]), datasets.apply_minmax(scaler, kdd.X[test])
+    scaler = fit_column_scaler(kdd.X[train], "minmax", kdd.continuous)
+    x_train, x_test = apply_column_scaler(scaler, kdd.X[train]), apply_column_scaler(scaler, kdd.X[test])
 
     det = presets.make_detector("kddcup", seed=args.seed)
     t0 = time.perf_counter()

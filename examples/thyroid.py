@@ -12,7 +12,7 @@ import optax
 from sklearn.ensemble import IsolationForest
 
 import vaegmm_jax as vj
-from vaegmm_jax.data import datasets
+from vaegmm_jax.data import load_odds
 from vaegmm_jax.evaluation import metrics
 from vaegmm_jax.detectors import presets
 
@@ -24,7 +24,7 @@ def main():
     p.add_argument("--data", default=None)
     args = p.parse_args()
 
-    data = datasets.load_odds("thyroid", args.data)
+    data = load_odds("thyroid", args.data)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(data.y))
     train, test = order[: len(order) // 2], order[len(order) // 2 :]

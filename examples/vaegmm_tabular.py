@@ -35,9 +35,9 @@ def load(seed: int = 0):
     """(X_train, (X_threshold, y_threshold), (X_test, y_test), description)."""
     rng = np.random.default_rng(seed)
     if os.environ.get("VAEGMM_DATA"):
-        from vaegmm_jax.data import datasets
+        from vaegmm_jax.data import load_kddcup99
 
-        ds = datasets.load_kddcup99(protocol="alibi")
+        ds = load_kddcup99(protocol="alibi")
         normal, attack = ds.X[ds.y == 0], ds.X[ds.y == 1]
         train = normal[rng.choice(len(normal), 50_000, replace=True)]
         mean, std = train.mean(0), train.std(0) + 1e-8  # standardise on the normal training rows

@@ -1,4 +1,4 @@
-"""Tests for vaegmm_jax.data.datasets.
+"""Tests for vaegmm_jax.data (the loaders, their file checks and the column scaler).
 
 Real-data tests read the folder named by VAEGMM_DATA and skip, with a reason,
 when it is unset or missing. Everything else runs on small synthetic files.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from vaegmm_jax.data import datasets as ds
+from vaegmm_jax import data as ds
 
 KDD_REL = "kddcup99/kddcup.data_10_percent.gz"
 
@@ -137,13 +137,13 @@ def test_kdd_minmax_fitted_on_training_rows(kdd):
     train, test = perm[: perm.size // 2], perm[perm.size // 2 :]
     # DAGMM protocol: train on the normal class (y == 0 here) of the train half.
     train = train[kdd.y[train] == 0]
-    params = ds.fit_minmax(kdd.X[train], kdd.continuous)
-    Xtr = ds.apply_minmax(params, kdd.X[train])
-    Xte = ds.apply_minmax(params, kdd.X[test])
+    params = ds.fit_column_scaler(kdd.X[train], "minmax", kdd.continuous)
+    Xtr = ds.apply_column_scaler(params, kdd.X[train])
+    Xte = ds.apply_column_scaler(params, kdd.X[test])
     assert Xtr.dtype == np.float32 and Xtr.shape == kdd.X[train].shape
     cont = Xtr[:, kdd.continuous]
     assert cont.min() >= 0.0 and cont.max() <= 1.0
-    nonconst = params.data_range > 0
+    nonconst = ~params.constant
     assert np.allclose(cont.min(axis=0)[nonconst], 0.0) and np.allclose(cont.max(axis=0)[nonconst], 1.0)
     # Columns constant on the training rows (e.g. num_outbound_cmds) map to 0.
     assert kdd.feature_names.index("num_outbound_cmds") in params.columns[~nonconst]
@@ -167,6 +167,38 @@ def test_kddcup_rev(kdd):
     assert np.array_equal(idx1, idx1b)  # same seed, same draw
     _, _, idx2 = ds.kddcup_rev(kdd.X, kdd.y, 2, return_index=True)
     assert not np.array_equal(idx1, idx2)  # redrawn per seed
+
+
+def test_column_scaler_keeps_the_numbers_of_the_minmax_and_z_score_it_replaced():
+    """The one column scaler (core statistics) gives what fit_minmax / apply_minmax and the protocols'
+    affine fit gave: min-max maps a column constant on the training rows to 0 on every row, a z-score
+    only centres it."""
+    x = np.array([[1, 5, 0], [3, 5, 1], [2, 5, 0]], np.float32)  # column 1 is constant
+    other = np.array([[4, 7, 2], [0, 3, -1]], np.float32)
+    mm = ds.fit_column_scaler(x, "minmax")
+    assert mm.constant.tolist() == [False, True, False]
+    np.testing.assert_array_equal(ds.apply_column_scaler(mm, x), [[0, 0, 0], [1, 0, 1], [0.5, 0, 0]])
+    np.testing.assert_array_equal(ds.apply_column_scaler(mm, other), [[1.5, 0, 2], [-0.5, 0, -1]])
+    mult, off = ds.multiplier_and_offset(mm)
+    assert mult.dtype == off.dtype == np.float32
+    np.testing.assert_array_equal(mult, [0.5, 0, 1])
+    np.testing.assert_array_equal(off, [-0.5, 0, 0])
+    np.testing.assert_array_equal(other * mult + off, ds.apply_column_scaler(mm, other))
+    z = ds.fit_column_scaler(x, "standard")
+    mult, off = ds.multiplier_and_offset(z)
+    np.testing.assert_allclose(mult, [1 / np.sqrt(2 / 3), 1, 1 / np.sqrt(2 / 9)], rtol=1e-6)
+    np.testing.assert_allclose(off, [-2 / np.sqrt(2 / 3), -5, -(1 / 3) / np.sqrt(2 / 9)], rtol=1e-6)
+    np.testing.assert_allclose(ds.apply_column_scaler(z, other)[:, 1], [2, -2])  # constant column: centred only
+    # a column selection leaves the other columns as they are; the input is not modified
+    part = ds.fit_column_scaler(x, "minmax", np.array([True, False, False]))
+    scaled = ds.apply_column_scaler(part, other)
+    np.testing.assert_array_equal(scaled, [[1.5, 7, 2], [-0.5, 3, -1]])
+    assert other[0, 0] == 4
+    np.testing.assert_array_equal(ds.multiplier_and_offset(part)[0], [0.5, 1, 1])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ds.fit_column_scaler(x, "standardize")
+    with pytest.raises(ValueError, match="non-finite"):
+        ds.fit_column_scaler(np.array([[np.nan], [1.0]]), "minmax")
 
 
 def test_kddcup_rev_validates():
@@ -241,17 +273,17 @@ def test_kdd_parser_rejects_bad_field_counts(use_pandas):
     good = _kdd_line()
     for bad in (good + ",extra", ",".join(good.split(",")[:30]), good.replace(",181,", ",oops,")):
         with pytest.raises(ValueError, match="malformed KDD"):
-            ds._parse_kdd_csv(f"{good}\n{bad}\n".encode(), Path("f.csv"), use_pandas=use_pandas)
+            ds.parse_kdd_csv(f"{good}\n{bad}\n".encode(), Path("f.csv"), use_pandas=use_pandas)
     with pytest.raises(ValueError, match="malformed KDD"):
-        ds._parse_kdd_csv(b"", Path("f.csv"), use_pandas=use_pandas)
+        ds.parse_kdd_csv(b"", Path("f.csv"), use_pandas=use_pandas)
 
 
 def test_kdd_numpy_fallback_parser_matches_pandas():
     pytest.importorskip("pandas")
     raw = gzip.decompress((data_root() / KDD_REL).read_bytes())
     head = b"\n".join(raw.split(b"\n", 3000)[:3000]) + b"\n"
-    n1, c1 = ds._parse_kdd_csv(head, Path("head"), use_pandas=True)
-    n2, c2 = ds._parse_kdd_csv(head, Path("head"), use_pandas=False)
+    n1, c1 = ds.parse_kdd_csv(head, Path("head"), use_pandas=True)
+    n2, c2 = ds.parse_kdd_csv(head, Path("head"), use_pandas=False)
     assert n1.shape == (3000, 38) and np.array_equal(n1, n2)
     for (names1, codes1), (names2, codes2) in zip(c1, c2):
         assert names1 == names2 and np.array_equal(codes1, codes2)
@@ -555,11 +587,11 @@ def test_fetch_verified_local_url(tmp_path):
     src.write_bytes(b"payload" * 1000)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     target = tmp_path / "dest" / "sub" / "file.bin"
-    assert ds._fetch_verified(src.as_uri(), target, digest) == target
+    assert ds.fetch_verified(src.as_uri(), target, digest) == target
     assert target.read_bytes() == src.read_bytes()
     bad_target = tmp_path / "dest" / "sub" / "bad.bin"
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
-        ds._fetch_verified(src.as_uri(), bad_target, "0" * 64)
+        ds.fetch_verified(src.as_uri(), bad_target, "0" * 64)
     assert not bad_target.exists()
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]  # no temp left
 

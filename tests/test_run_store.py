@@ -10,7 +10,7 @@ import pytest
 
 from vaegmm_jax.detectors import presets
 
-from vaegmm_jax.evaluation import protocols
+from vaegmm_jax import evaluation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import accuracy  # noqa: E402
@@ -21,7 +21,7 @@ def _data(seeds=(0, 1, 2), **kw):
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0.5, 0.05, (600, 6)), rng.normal(3.0, 0.05, (60, 6))].astype(np.float32)
     y = np.r_[np.zeros(600), np.ones(60)].astype(np.int64)
-    return protocols.dagmm_runs((X, y, None, "separable"), list(seeds), **kw)
+    return evaluation.dagmm_runs((X, y, None, "separable"), list(seeds), **kw)
 
 
 def _tiny(epochs=2):
@@ -31,8 +31,8 @@ def _tiny(epochs=2):
 
 def test_store_round_trip_and_keys(tmp_path):
     data = _data()
-    spec = protocols.isolation_forest_spec(n_estimators=20)
-    rows = protocols.run_protocol(data, spec)
+    spec = evaluation.isolation_forest_spec(n_estimators=20)
+    rows = evaluation.run_protocol(data, spec)
     store = run_store.RunStore(tmp_path, settings={"what": 1})
     assert store.load(data, 1, spec) is None
     path = store.save(data, 1, spec, rows[1] | {"_store": {"x": 1}}, device="test device")
@@ -44,12 +44,12 @@ def test_store_round_trip_and_keys(tmp_path):
     assert "_store" not in json.loads(path.read_text())["row"]
     # the same seed on other rows, another detector, other fit arguments or other settings: no match
     assert store.load(data, 0, spec) is None
-    assert store.load(_data(scaling="standardize"), 1, spec) is None
-    assert store.load(data, 1, protocols.isolation_forest_spec(n_estimators=21)) is None
+    assert store.load(_data(scaling="standard"), 1, spec) is None
+    assert store.load(data, 1, evaluation.isolation_forest_spec(n_estimators=21)) is None
     assert run_store.RunStore(tmp_path, settings={"what": 2}).load(data, 1, spec) is None
-    a, b = protocols.dagmm_spec(_tiny(2)), protocols.dagmm_spec(_tiny(3))
+    a, b = evaluation.dagmm_spec(_tiny(2)), evaluation.dagmm_spec(_tiny(3))
     assert run_store.run_key(data, 0, a, {}) != run_store.run_key(data, 0, b, {})
-    assert run_store.run_key(data, 0, a, {}) == run_store.run_key(data, 0, protocols.dagmm_spec(_tiny(2)), {})
+    assert run_store.run_key(data, 0, a, {}) == run_store.run_key(data, 0, evaluation.dagmm_spec(_tiny(2)), {})
     # the key follows the rows of the run, not its position among the seeds
     assert run_store.run_key(data.subset([1]), 0, spec, {}) == run_store.run_key(data, 1, spec, {})
     dirty = _data(contamination=0.5)
@@ -58,9 +58,9 @@ def test_store_round_trip_and_keys(tmp_path):
 
 def test_store_rejects_unreadable_files_and_ignores_foreign_keys(tmp_path):
     data = _data()
-    spec = protocols.isolation_forest_spec(n_estimators=20)
+    spec = evaluation.isolation_forest_spec(n_estimators=20)
     store = run_store.RunStore(tmp_path, settings={})
-    path = store.save(data, 0, spec, protocols.run_protocol(data.subset([0]), spec)[0], device="d")
+    path = store.save(data, 0, spec, evaluation.run_protocol(data.subset([0]), spec)[0], device="d")
     record = json.loads(path.read_text())
     path.write_text(json.dumps(record | {"key": "0" * 64}))
     assert store.load(data, 0, spec) is None  # a prefix collision is not a match
@@ -74,9 +74,9 @@ def test_store_rejects_unreadable_files_and_ignores_foreign_keys(tmp_path):
 
 def test_format1_runs_are_adopted_only_where_they_agree_with_the_run(tmp_path):
     data = _data()
-    spec = protocols.isolation_forest_spec(n_estimators=20)
+    spec = evaluation.isolation_forest_spec(n_estimators=20)
     store = run_store.RunStore(tmp_path, settings={})
-    row = protocols.run_protocol(data.subset([0]), spec)[0]
+    row = evaluation.run_protocol(data.subset([0]), spec)[0]
     current = store.save(data, 0, spec, row, device="gpu")
     record = json.loads(current.read_text())
     old_path = current.with_name("seed0-0123456789abcdef.json")  # a format-1 key (other transform floats)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaegmm_jax.evaluation import protocols
+from vaegmm_jax import evaluation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import run_store  # noqa: E402
@@ -19,10 +19,10 @@ def _store_with_fake_rows(root, f1_by_seed, settings=None):
     rng = np.random.default_rng(0)
     X = np.r_[rng.normal(0.5, 0.05, (300, 4)), rng.normal(3.0, 0.05, (30, 4))].astype(np.float32)
     y = np.r_[np.zeros(300), np.ones(30)].astype(np.int64)
-    data = protocols.dagmm_runs((X, y, None, "toy"), list(range(len(f1_by_seed))))
-    spec = protocols.isolation_forest_spec(n_estimators=10)
+    data = evaluation.dagmm_runs((X, y, None, "toy"), list(range(len(f1_by_seed))))
+    spec = evaluation.isolation_forest_spec(n_estimators=10)
     store = run_store.RunStore(root, settings=settings or {})
-    row = protocols.run_protocol(data.subset([0]), spec)[0]
+    row = evaluation.run_protocol(data.subset([0]), spec)[0]
     for i, f1 in enumerate(f1_by_seed):
         store.save(data, i, spec, row | {"seed": i, "f1": f1, "final_loss": {"energy": -f1, "recon": 1.0}}, device="d")
     return data, spec, store

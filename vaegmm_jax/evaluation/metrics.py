@@ -19,6 +19,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 __all__ = [
     "PRF",
+    "check_binary_labels",
     "threshold_at_ratio",
     "precision_recall_f1",
     "precision_recall_f1_at_ratio",
@@ -37,6 +38,7 @@ class PRF(NamedTuple):
 
 
 def _as_1d(x, what: str) -> np.ndarray:
+    """``x`` as a non-empty (N,) array; a ValueError naming ``what`` otherwise."""
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
@@ -45,7 +47,9 @@ def _as_1d(x, what: str) -> np.ndarray:
     return arr
 
 
-def _check_binary(x, what: str) -> np.ndarray:
+def check_binary_labels(x, what: str = "labels") -> np.ndarray:
+    """``x`` as an (N,) int64 array of 0 (normal) and 1 (anomaly); a ValueError naming ``what``
+    unless it is a non-empty 1-D boolean or numeric array of those two values."""
     arr = _as_1d(x, what)
     if arr.dtype == bool:
         return arr.astype(np.int64)
@@ -59,6 +63,7 @@ def _check_binary(x, what: str) -> np.ndarray:
 
 
 def _check_scores(x, what: str = "scores") -> np.ndarray:
+    """``x`` as an (N,) float64 array of finite numbers; a ValueError naming ``what`` otherwise."""
     arr = _as_1d(x, what)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise ValueError(f"{what} must be numeric, got dtype {arr.dtype}")
@@ -72,11 +77,13 @@ def _check_scores(x, what: str = "scores") -> np.ndarray:
 
 
 def _check_same_length(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
+    """A ValueError naming ``na`` and ``nb`` unless the (N,) arrays a and b have the same length."""
     if a.shape != b.shape:
         raise ValueError(f"{na} and {nb} must have the same length, got {a.shape[0]} and {b.shape[0]}")
 
 
 def _check_both_classes(labels: np.ndarray) -> None:
+    """A ValueError unless the (N,) 0/1 labels hold both classes."""
     n_pos = int(labels.sum())
     if n_pos == 0 or n_pos == labels.size:
         raise ValueError(
@@ -86,7 +93,7 @@ def _check_both_classes(labels: np.ndarray) -> None:
 
 
 def _ratio_div(num: float, den: float) -> float:
-    # 0/0 is reported as 0.0, like scikit-learn's zero_division=0.
+    """num / den, and 0.0 when den is 0 (like scikit-learn's zero_division=0)."""
     return float(num) / float(den) if den > 0 else 0.0
 
 
@@ -103,8 +110,8 @@ def precision_recall_f1(y_true, y_pred) -> PRF:
         matching ``sklearn.metrics.precision_recall_fscore_support(...,
         zero_division=0)``.
     """
-    y_true = _check_binary(y_true, "y_true")
-    y_pred = _check_binary(y_pred, "y_pred")
+    y_true = check_binary_labels(y_true, "y_true")
+    y_pred = check_binary_labels(y_pred, "y_pred")
     _check_same_length(y_true, y_pred, "y_true", "y_pred")
     tp = int(np.sum((y_true == 1) & (y_pred == 1)))
     precision = _ratio_div(tp, int(y_pred.sum()))
@@ -152,7 +159,7 @@ def precision_recall_f1_at_ratio(scores, labels, ratio: float) -> PRF:
         :class:`PRF` of the anomaly class.
     """
     scores = _check_scores(scores)
-    labels = _check_binary(labels, "labels")
+    labels = check_binary_labels(labels, "labels")
     _check_same_length(scores, labels, "scores", "labels")
     threshold = threshold_at_ratio(scores, ratio)
     return precision_recall_f1(labels, (scores > threshold).astype(np.int64))
@@ -160,7 +167,7 @@ def precision_recall_f1_at_ratio(scores, labels, ratio: float) -> PRF:
 
 def _ranking_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """Validated (labels (N,), scores (N,)) for a ranking metric: binary labels with both classes, finite scores."""
-    labels = _check_binary(labels, "labels")
+    labels = check_binary_labels(labels, "labels")
     scores = _check_scores(scores)
     _check_same_length(labels, scores, "labels", "scores")
     _check_both_classes(labels)

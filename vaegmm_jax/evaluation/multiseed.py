@@ -3,7 +3,7 @@
 Accuracy tables need means and standard deviations over many seeds (DAGMM's run-to-run
 spread is large). :func:`fit_many` fits them as the members of one ensemble detector
 (``detector.with_seeds(seeds)``), so they train as ONE program through the same engine as
-every ``detector.fit`` (:meth:`vaegmm_jax.detectors.base.BaseDetector._fit`): one compilation,
+every ``detector.fit`` (:mod:`vaegmm_jax.detectors.fit_driver`): one compilation,
 one pass over the data per epoch, the member axis vmapped (or split over devices, see
 :mod:`vaegmm_jax.engine.members`). What this module adds is the table-making protocol:
 
@@ -44,6 +44,8 @@ class MultiSeedFit:
       epochs: epochs trained.
       per_seed_data: whether each seed had its own training set.
       wall_s: seconds spent in :func:`fit_many` (compilation included).
+      epochs_per_call: epochs per jitted training call.
+      seed_batch_size: seeds trained together (None: all of them).
     """
 
     ensemble: BaseDetector
@@ -51,16 +53,21 @@ class MultiSeedFit:
     epochs: int
     per_seed_data: bool
     wall_s: float
+    epochs_per_call: int = 1
+    seed_batch_size: int | None = None
 
     @property
     def n_seeds(self) -> int:
+        """S, the number of seeds."""
         return len(self.seeds)
 
     @property
     def template(self) -> BaseDetector:
+        """The fitted ensemble (every seed's architecture and settings)."""
         return self.ensemble
 
     def _stacked(self, tree):
+        """``tree`` with every leaf (S, ...): a single seed's leaves get the seed axis."""
         return tree if self.n_seeds > 1 else jax.tree.map(lambda a: np.asarray(a)[None], tree)
 
     @property
@@ -116,20 +123,13 @@ class MultiSeedFit:
 
     @property
     def train_calls(self) -> int:
+        """The number of jitted training calls."""
         return len(self.ensemble.call_seconds)
-
-    @property
-    def epochs_per_call(self) -> int:
-        return self._epochs_per_call
 
     @property
     def mixture_s(self) -> float:
         """Wall seconds of the after-fit step (mixture and calibration, compilation included)."""
         return float(self.ensemble.fit_seconds.get("after_fit", 0.0))
-
-    @property
-    def seed_batch_size(self) -> int | None:
-        return self._seed_batch_size
 
     @property
     def devices(self) -> tuple:
@@ -138,6 +138,7 @@ class MultiSeedFit:
 
     @property
     def batch_size(self) -> int:
+        """Training rows per step."""
         return int(self.ensemble.fit_config["batch_size"])
 
     def detector(self, i: int) -> BaseDetector:
@@ -201,11 +202,9 @@ def fit_many(
     options = FitOptions(member_data=per_seed_data, on_nonfinite="record", epochs_per_call=per_call,
                          member_group_size=seed_batch_size, allow_zero_epochs=True)
     ensemble.fit(X, verbose=False, options=options, **fit_args)
-    fit = MultiSeedFit(ensemble=ensemble, seeds=seeds, epochs=epochs, per_seed_data=per_seed_data,
-                       wall_s=time.perf_counter() - t0)
-    fit._epochs_per_call = min(per_call, max(epochs, 1))
-    fit._seed_batch_size = seed_batch_size
-    return fit
+    return MultiSeedFit(ensemble=ensemble, seeds=seeds, epochs=epochs, per_seed_data=per_seed_data,
+                        wall_s=time.perf_counter() - t0, epochs_per_call=min(per_call, max(epochs, 1)),
+                        seed_batch_size=seed_batch_size)
 
 
 def score_many(

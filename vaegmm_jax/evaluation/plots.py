@@ -22,9 +22,13 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 __all__ = [
     "plot_training_curves",
@@ -50,12 +54,14 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 
 def _finish(fig: Figure, path) -> Figure:
+    """``fig``, written to ``path`` first when a path is given."""
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[int, int]:
+    """(rows, columns) of a panel grid for n panels (2 x 2 for four)."""
     cols = 2 if n == 4 else min(max_cols, max(1, n))
     return int(math.ceil(n / cols)), cols
 
@@ -97,6 +103,7 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path=None, titl
 
 
 def _bins(values: np.ndarray, n: int = 50) -> np.ndarray:
+    """(n + 1,) histogram bin edges spanning the (N,) values (a unit-wide range around a constant)."""
     lo, hi = np.percentile(values, [0, 100]) if values.size else (0.0, 1.0)
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
@@ -150,8 +157,6 @@ def plot_roc_pr(labels, scores, path=None, title: str | None = None, threshold: 
 
     When ``threshold`` is given, the operating point ``score > threshold`` is marked on both.
     """
-    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
-
     labels = np.asarray(labels).astype(int).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if labels.shape != scores.shape:
@@ -199,9 +204,6 @@ def mixture_inputs(detector, X, max_rows: int = 4096, seed: int = 0) -> tuple[np
     Uses ``detector.model.sampled_mixture_inputs`` with one latent sample per row
     (eval mode, no dropout). Rows beyond ``max_rows`` are subsampled evenly.
     """
-    import jax
-    import jax.numpy as jnp
-
     model = getattr(detector, "model", None)
     if model is None or not hasattr(model, "sampled_mixture_inputs") or getattr(detector, "params", None) is None:
         raise ValueError(f"{type(detector).__name__} has no fitted mixture model to plot")
@@ -214,6 +216,7 @@ def mixture_inputs(detector, X, max_rows: int = 4096, seed: int = 0) -> tuple[np
 
 
 def _z_names(latent_dim: int, d_total: int, recon_names: Sequence[str] | None) -> list[str]:
+    """Axis names of the d_total mixture-input dimensions: the latent ones, then the reconstruction features."""
     names = [f"latent {i}" for i in range(latent_dim)]
     extra = d_total - latent_dim
     if recon_names is None or len(recon_names) != extra:
@@ -292,8 +295,7 @@ def plot_mixture(
 
 
 def _component_colors(k: int) -> list:
-    from matplotlib import colormaps
-
+    """k colours, one per mixture component (tab10, or tab20 beyond ten)."""
     cmap = colormaps["tab10" if k <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(k)]
 
