@@ -160,9 +160,10 @@ class BaseDetector(FitDriver, ScoreDriver):
         """L, the latent samples a score averages over."""
         return 1
 
-    def validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
-        """X checked (shape, dtype, finite) and as an array; raises ValueError naming the problem."""
-        return check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows)
+    def validate_input(self, X, name: str = "X", min_rows: int = 1, check_finite: bool = True) -> np.ndarray:
+        """X checked (shape, dtype, and unless told not to, finite) and as an array; raises
+        ValueError naming the problem. (Scoring checks finiteness on the device instead.)"""
+        return check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows, check_finite=check_finite)
 
     def resolved_scaler_kind(self, X) -> str | None:
         """The scaling fit uses for X: ``scaler`` itself, or for 'auto' 'standard' on

@@ -27,7 +27,17 @@ from vaegmm_jax.engine.scoring import (
     scaled_inputs,
 )
 from vaegmm_jax.engine.streaming import effective_chunk_size, map_chunks
-from vaegmm_jax.engine.validation import NotFittedError, check_percentile, check_positive_int
+from vaegmm_jax.engine.validation import NotFittedError, check_percentile, check_positive_int, first_nonfinite_row
+
+
+def with_finiteness_check(fn: Callable) -> Callable:
+    """fn(params, state, x, offset, keys) -> (fn's scores, first_nonfinite_row(x)): one program
+    scores a chunk and checks its raw rows, so no pass over the data runs on the host."""
+
+    def checked(params, state, x, offset, keys):
+        return fn(params, state, x, offset, keys), first_nonfinite_row(x)
+
+    return checked
 
 
 class ScoreDriver:
@@ -78,19 +88,20 @@ class ScoreDriver:
         if compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
         mesh = parallel.local_mesh(self.devices)
+        # shapes and dtypes here; NaN/inf on the device, inside the score program (no host pass)
         if hasattr(X, "shape") or isinstance(X, (list, tuple)):
-            X = self.validate_input(X)
+            X = self.validate_input(X, check_finite=False)
             chunk = effective_chunk_size(X.shape[0], batch_size)
         else:  # an iterable of blocks, validated block by block
-            X = (self.validate_input(block, name="X block") for block in X)
+            X = (self.validate_input(block, name="X block", check_finite=False) for block in X)
             chunk = batch_size
         chunk = parallel.round_up(chunk, parallel.mesh_size(mesh))
-        fn = self._jitted_score(compute_dtype, output=output)
+        fn = self._jitted_score(compute_dtype, output=output, checked=True)
         keys = self._score_keys(key)
         params, state = self._placed_for_scoring((self.params, self._score_inputs()), mesh)
         return map_chunks(
             lambda x, offset: fn(params, state, x, offset, keys), X, chunk,
-            sharding=parallel.row_sharding(mesh), row_offset=int(row_offset),
+            sharding=parallel.row_sharding(mesh), row_offset=int(row_offset), checked=True, name="X",
         ).astype(np.float32)
 
     def score_members(
@@ -177,15 +188,16 @@ class ScoreDriver:
         return (inputs, {k: jnp.asarray(v) for k, v in self.member_calibration.items()})
 
     def _jitted_score(self, compute_dtype: str = "float32", member_scores: bool = False,
-                      member_data: bool = False, scaled: bool = False, output=None) -> Callable:
+                      member_data: bool = False, scaled: bool = False, output=None, checked: bool = False) -> Callable:
         """jit(fn(params, (scaler, extra), x (C, *S) raw rows, offset, keys) -> scores).
 
         The input scaling runs inside the program, in float32 before any bf16 cast (``scaled``:
         the rows are already scaled). One member: its (C,) scores. Several: (C, M) member
         scores with ``member_scores`` (x (C, M, *S) with ``member_data``), else their
-        combination (:meth:`_combine_members`), (C,).
+        combination (:meth:`_combine_members`), (C,). ``checked``: the program also returns
+        :func:`~vaegmm_jax.engine.validation.first_nonfinite_row` of its raw rows.
         """
-        cache_key = (self.n_score_samples(), compute_dtype, member_scores, member_data, scaled, output)
+        cache_key = (self.n_score_samples(), compute_dtype, member_scores, member_data, scaled, output, checked)
         if cache_key not in self._score_jit:
             fn = self.score_chunk_fn(self.n_score_samples(), output)
             if compute_dtype == "bfloat16":
@@ -202,6 +214,8 @@ class ScoreDriver:
                     def fn(params, extra, x, offset, keys):
                         scaler_and_extra, calibration = extra
                         return combine_members(per_member(params, scaler_and_extra, x, offset, keys), calibration)
+            if checked:
+                fn = with_finiteness_check(fn)
             self._score_jit[cache_key] = jax.jit(fn)
         return self._score_jit[cache_key]
 

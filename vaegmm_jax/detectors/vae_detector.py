@@ -214,8 +214,8 @@ class OutlierVAE(BaseDetector):
             return None
         return super().resolved_scaler_kind(X)
 
-    def validate_input(self, X, name: str = "X", min_rows: int = 1) -> np.ndarray:
-        arr = check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows)
+    def validate_input(self, X, name: str = "X", min_rows: int = 1, check_finite: bool = True) -> np.ndarray:
+        arr = check_array(X, name=name, row_shape=self.input_shape, min_rows=min_rows, check_finite=check_finite)
         if self.likelihood == "bernoulli":
             check_unit_interval(arr, name)
         return arr

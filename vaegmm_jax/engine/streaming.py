@@ -1,16 +1,27 @@
 """Fixed-size, padded chunks over any row source, for scoring and statistics.
 
 Every chunk has the same shape (the last is padded, its padding rows flagged by
-weight 0), so a jitted per-chunk function compiles once. JAX dispatch is
-asynchronous: the next chunk is transferred while the previous one computes, and
-results are copied back to the host only after all chunks are dispatched
-(``copy_to_host_async`` starts each copy as soon as it is ready).
+weight 0), so a jitted per-chunk function compiles once.
+
+Host sources (NumPy arrays, memmaps, iterables of blocks) go through a pipeline:
+for an accelerator, a background thread cuts the chunks and hands their transfers to a
+small thread pool, several chunks ahead of the computation (on a CPU the copies run
+inline: they would compete with the computation for the same cores); each result starts its copy back
+as soon as it is computed (``copy_to_host_async``) and is collected a few chunks
+later, so cutting, transfer, compute and copy-back of different chunks overlap and
+no pass over the whole array runs on the host. A score program may check its own
+chunk for NaN/inf on the device (:func:`map_chunks` ``checked=True``): the error
+then names the first bad row, and no result is returned.
 """
 
 from __future__ import annotations
 
 import mmap
-from typing import Iterable, Iterator, NamedTuple
+import queue
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,11 +105,11 @@ def _memmap_blocks(source: np.memmap, chunk_size: int, dtype) -> Iterator[np.nda
     for start in range(0, source.shape[0], chunk_size):
         view = source[start : start + chunk_size]
         block = np.array(view, dtype=dtype, copy=True)
-        _release_pages(view)
+        release_pages(view)
         yield block
 
 
-def _release_pages(view: np.memmap) -> None:
+def release_pages(view: np.memmap) -> None:
     """Best effort madvise(MADV_DONTNEED) on the pages behind ``view`` (no-op where unsupported)."""
     m = getattr(view, "_mmap", None)
     if m is None or not hasattr(m, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
@@ -129,31 +140,144 @@ def _device_chunks(source: jax.Array, chunk_size: int) -> Iterator[Chunk]:
         yield Chunk(block, weights, start, n_valid)
 
 
-def map_chunks(fn, source, chunk_size: int, dtype=np.float32, sharding=None, row_offset: int = 0) -> np.ndarray:
+#: chunks a host pipeline keeps ahead of the computation (cut and transferring), and results
+#: it leaves in flight before reading them back
+PIPELINE_DEPTH = 4
+#: threads that transfer chunks to the device: several copies in flight reach more of the
+#: link than one (an H200 took a 3.84 GB array at 9.3 GB/s in one piece, 32.7 GB/s in 32)
+TRANSFER_THREADS = 4
+
+
+class NonFiniteInputError(ValueError):
+    """A row to score holds NaN or inf (found on the device, inside the score program)."""
+
+
+class _Failed(NamedTuple):
+    error: BaseException
+
+
+_DONE = object()
+
+
+def _host_chunks_on_device(source, chunk_size: int, dtype, sharding, depth: int,
+                           threads: int) -> Iterator[tuple[jax.Array, Chunk]]:
+    """(chunk on the device, chunk) in order: cut by a background thread, transferred by a
+    pool of ``threads``, at most ``depth`` chunks ahead of the consumer."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    transfers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vaegmm-transfer")
+
+    def put(x):
+        return jax.device_put(x) if sharding is None else jax.device_put(x, sharding)
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for chunk in iter_chunks(source, chunk_size, dtype):
+                if not offer((transfers.submit(put, chunk.x), chunk)):
+                    return
+            offer(_DONE)
+        except BaseException as err:  # a bad block of an iterable: raised in the consumer
+            offer(_Failed(err))
+
+    producer = threading.Thread(target=produce, name="vaegmm-chunks", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            future, chunk = item
+            yield future.result(), chunk
+    finally:
+        stop.set()
+        producer.join()
+        transfers.shutdown(wait=True, cancel_futures=True)
+
+
+def _targets_cpu(sharding) -> bool:
+    devices = sharding.device_set if sharding is not None else {jax.devices()[0]}
+    return all(d.platform == "cpu" for d in devices)
+
+
+def _chunks_on_device(source, chunk_size: int, dtype, sharding, depth: int,
+                      threads: int | None) -> Iterator[tuple[jax.Array, Chunk]]:
+    if threads is None:
+        # on a CPU the "transfer" is a copy on the same cores that compute: threads only add
+        # hand-offs (measured on a 2-core CPU: benchmarks/host_pipeline.py)
+        threads = 0 if _targets_cpu(sharding) else TRANSFER_THREADS
+    if isinstance(source, jax.Array):  # sliced on the device: nothing to transfer
+        for chunk in _device_chunks(source, chunk_size):
+            yield (chunk.x if sharding is None else jax.device_put(chunk.x, sharding)), chunk
+    elif threads == 0:
+        for chunk in iter_chunks(source, chunk_size, dtype):
+            yield (jax.device_put(chunk.x) if sharding is None else jax.device_put(chunk.x, sharding)), chunk
+    else:
+        yield from _host_chunks_on_device(source, chunk_size, dtype, sharding, depth, threads)
+
+
+def map_chunks(fn: Callable, source, chunk_size: int, dtype=np.float32, sharding=None, row_offset: int = 0, *,
+               checked: bool = False, name: str = "X", depth: int = PIPELINE_DEPTH,
+               transfer_threads: int | None = None) -> np.ndarray:
     """Applies ``fn(x_chunk (C, *S), offset ()) -> (C, ...)`` to every chunk; returns the rows, unpadded.
 
-    ``fn`` should be jitted; all calls share one shape, so it compiles once. Host
-    sources (numpy, memmap, iterables) are cut on the host and transferred chunk
-    by chunk (at most one chunk per device in flight beyond the results); a
-    ``jax.Array`` source is sliced on the device without a round trip.
+    ``fn`` should be jitted; all calls share one shape, so it compiles once. Host sources
+    (numpy, memmap, iterables) go through the pipeline of the module docstring; a ``jax.Array``
+    source is sliced on the device without a round trip.
 
     Args:
-      fn: the per-chunk function.
+      fn: the per-chunk function; with ``checked`` it returns ``(out, bad)`` where ``bad`` is
+        :func:`vaegmm_jax.engine.validation.first_nonfinite_row` of the chunk.
       source: rows (see :func:`iter_chunks`) or a jax.Array.
       chunk_size: C.
       dtype: host dtype of chunks.
       sharding: optional sharding of a chunk's rows over several devices.
       row_offset: global index of the source's first row (multi-host scoring).
+      checked: raise :class:`NonFiniteInputError` naming the first row with NaN or inf (its
+        global index), and return nothing, if ``fn`` reports one.
+      name: how the rows are called in that error.
+      depth: chunks in flight ahead of, and behind, the computation.
+      transfer_threads: threads transferring host chunks (None: :data:`TRANSFER_THREADS` for an
+        accelerator, 0 (inline) for CPU devices).
+
+    Returns:
+      (N, ...) the outputs of the real rows, in order, on the host.
     """
-    pending = []
-    for chunk in iter_chunks(source, chunk_size, dtype):
-        x = chunk.x if sharding is None else jax.device_put(chunk.x, sharding)
+    in_flight: deque = deque()
+    results: list[np.ndarray] = []
+
+    def collect(out, bad, chunk: Chunk) -> None:
+        if bad is not None:
+            first, is_nan = (int(v) for v in np.asarray(bad))
+            if 0 <= first:
+                kind = "NaN" if is_nan else "inf"
+                raise NonFiniteInputError(f"{name} contains {kind} values (first bad row {row_offset + chunk.offset + first})")
+        results.append(np.asarray(out)[: chunk.n_valid])
+
+    for x, chunk in _chunks_on_device(source, chunk_size, dtype, sharding, depth, transfer_threads):
         out = fn(x, np.int32(row_offset + chunk.offset))
+        out, bad = out if checked else (out, None)
         out.copy_to_host_async()
-        pending.append((out, chunk.n_valid))
-    if not pending:
+        if bad is not None:
+            bad.copy_to_host_async()
+        in_flight.append((out, bad, chunk))
+        if len(in_flight) > depth:
+            collect(*in_flight.popleft())
+    while in_flight:
+        collect(*in_flight.popleft())
+    if not results:
         return np.zeros((0,), np.float32)
-    return np.concatenate([np.asarray(out)[:n] for out, n in pending], axis=0)
+    return np.concatenate(results, axis=0)
 
 
 def effective_chunk_size(n_rows: int | None, requested: int) -> int:
@@ -165,3 +289,7 @@ def effective_chunk_size(n_rows: int | None, requested: int) -> int:
     if n_rows is None or n_rows >= requested:
         return requested
     return max(8, 1 << max(0, (n_rows - 1).bit_length()))
+
+
+__all__ = ["Chunk", "iter_chunks", "map_chunks", "effective_chunk_size", "release_pages", "NonFiniteInputError",
+           "PIPELINE_DEPTH", "TRANSFER_THREADS"]

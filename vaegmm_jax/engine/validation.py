@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaegmm_jax.engine.streaming import release_pages
+
 
 class NotFittedError(RuntimeError):
     """The detector is used before ``fit`` (or before a threshold exists)."""
@@ -64,10 +66,23 @@ def check_array(
             f"{tuple(row_shape)}"
         )
     if arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
+        arr = to_float32(arr)
     if check_finite:
         check_finite_rows(arr, name)
     return arr
+
+
+def to_float32(arr: np.ndarray) -> np.ndarray:
+    """arr as float32, with finite values beyond float32's range (float64 1e300) saturated at
+    +-float32 max instead of overflowing to inf: a finite row stays finite (it then scores as
+    the farthest row can), and a NaN or inf stays what it was."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating) and np.finfo(arr.dtype).max > np.finfo(np.float32).max:
+        overflow = np.isinf(out) & np.isfinite(arr)
+        if overflow.any():
+            out[overflow] = np.sign(arr[overflow]) * np.finfo(np.float32).max
+    return out
 
 
 def _check_device_array(X, name, row_shape, min_rows, check_finite):
@@ -96,15 +111,13 @@ def _all_finite(x):
 
 def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 16) -> None:
     """Raises ValueError naming the first row with NaN or inf (scans in blocks: memmap friendly)."""
-    from vaegmm_jax.engine.streaming import _release_pages
-
     flat_rows = arr.reshape(arr.shape[0], -1)
     is_memmap = isinstance(arr, np.memmap)
     for start in range(0, arr.shape[0], block):
         view = flat_rows[start : start + block]
         part = np.array(view) if is_memmap else np.asarray(view)
         if is_memmap:  # read pages of a mapped file stay resident unless released
-            _release_pages(arr[start : start + block])
+            release_pages(arr[start : start + block])
         bad = ~np.isfinite(part)
         if bad.any():
             rows = np.nonzero(bad.any(axis=1))[0]
@@ -113,6 +126,20 @@ def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 16) ->
                 f"{name} contains {kind} values ({int(bad.sum())} non-finite entries in block starting at row "
                 f"{start}; first bad row {start + int(rows[0])})"
             )
+
+
+def first_nonfinite_row(x: jax.Array) -> jax.Array:
+    """(2,) int32 for rows x (C, *S): the index of the first row holding NaN or inf (-1 if
+    none), and 1 if that row holds a NaN (0: an inf). Pure: score programs run it on the device
+    beside the score, so finiteness costs no pass over the data on the host."""
+    flat = x.reshape(x.shape[0], -1)
+    # x * 0 is 0 for a finite value and NaN for NaN or +-inf: one multiply-add reduction per row
+    # (cheaper than isfinite + all on CPUs), and a sum of zeros cannot overflow
+    bad_rows = jnp.isnan(jnp.sum(flat * jnp.zeros((), flat.dtype), axis=1))
+    first = jnp.argmax(bad_rows)
+    found = bad_rows[first]
+    has_nan = jnp.any(jnp.isnan(flat[first]))
+    return jnp.stack([jnp.where(found, first, -1), has_nan.astype(jnp.int32)]).astype(jnp.int32)
 
 
 def check_positive_int(value, name: str) -> int:
