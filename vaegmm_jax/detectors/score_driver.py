@@ -169,9 +169,15 @@ class ScoreDriver:
     def _map_rows(self, fn: Callable, X, batch_size: int) -> np.ndarray:
         """fn(x (C, *S), offset) -> (C, ...) over X (N, *S) in fixed padded chunks, split over
         the local devices like :meth:`score` (no validation, no scaling: X is used as given)."""
+        chunk_like = self._row_chunk_like(X, batch_size)
+        return np.asarray(map_chunks(fn, X, chunk_like.shape[0], sharding=chunk_like.sharding))
+
+    def _row_chunk_like(self, X, batch_size: int) -> jax.ShapeDtypeStruct:
+        """The (C, *S) float32 chunk (with its row sharding) that :meth:`_map_rows` cuts X into:
+        what a program must be compiled for ahead of time."""
         mesh = parallel.local_mesh(self.devices)
         chunk = parallel.round_up(effective_chunk_size(X.shape[0], batch_size), parallel.mesh_size(mesh))
-        return np.asarray(map_chunks(fn, X, chunk, sharding=parallel.row_sharding(mesh)))
+        return jax.ShapeDtypeStruct((chunk,) + tuple(X.shape[1:]), jnp.float32, sharding=parallel.row_sharding(mesh))
 
     def _score_inputs(self) -> tuple:
         """The ``extra`` argument of :meth:`_jitted_score`'s function: (scaler or None, score_state()),
