@@ -348,12 +348,13 @@ def test_demo_end_to_end(demo_run):
 
 
 # --------------------------------------------------------------------------- #
-# tabular_io in process (no JAX work)
+# io.tables and io.preprocessing in process (no JAX work)
 # --------------------------------------------------------------------------- #
 
 
 def test_chunked_reading_equals_whole_file(tmp_path):
     from vaegmm_jax.io import tables as tio
+    from vaegmm_jax.io.preprocessing import Scaler
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(53, N_FEATURES)).astype(np.float32)
@@ -368,10 +369,10 @@ def test_chunked_reading_equals_whole_file(tmp_path):
     npy_blocks = list(tio.iter_tables(tmp_path / "d.npy", chunk_rows=20, columns=["f1", "f3"]))
     np.testing.assert_array_equal(np.concatenate([b.X for b in npy_blocks]), X[:, [1, 3]])
     for kind in ("minmax", "standard"):
-        sc = tio.Scaler.fit(X, kind)
-        back = tio.Scaler.from_dict(json.loads(json.dumps(sc.to_dict())))
+        sc = Scaler.fit(X, kind)
+        back = Scaler.from_dict(json.loads(json.dumps(sc.to_dict())))
         np.testing.assert_array_equal(back.transform(X), sc.transform(X))
-    assert np.allclose(tio.Scaler.fit(X, "minmax").transform(X).min(0), 0)
+    assert np.allclose(Scaler.fit(X, "minmax").transform(X).min(0), 0)
 
 
 def test_fit_and_score_an_ensemble(work, tmp_path):
@@ -394,7 +395,7 @@ def test_fit_and_score_an_ensemble(work, tmp_path):
 
     det = load_detector(model)
     assert det.n_members == 3
-    from vaegmm_jax.io.tables import Scaler
+    from vaegmm_jax.io.preprocessing import Scaler
 
     scaler = Scaler.from_dict(json.loads((live(model) / "preprocessing.json").read_text())["scaler"])
     expected = det.score(scaler.transform(work["X_test"]))

@@ -14,9 +14,8 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from vaegmm_jax.io import checkpoint, model_card, tables as tabular_io  # noqa: E402
-
-from vaegmm_jax.cli import app as cli
+from vaegmm_jax.cli import demo as cli_demo, fit as cli_fit, main, model_folder  # noqa: E402
+from vaegmm_jax.io import checkpoint, scores as score_io  # noqa: E402
 from tests.conftest import SaveCrash, crash_save_at_step  # noqa: E402
 
 
@@ -38,7 +37,7 @@ def fit_args(data: Path, out: Path, scaling: str, *extra) -> list[str]:
 
 def read_model(out: Path):
     """What score sees: detector, preprocessing and card of one version."""
-    det, prep, folder = cli._load_model(str(out))
+    det, prep, folder = model_folder.load_model(str(out))
     card = json.loads((folder / "model_card.json").read_text())
     return det, prep, card, folder
 
@@ -47,7 +46,7 @@ def read_model(out: Path):
 def old_model(data, tmp_path_factory):
     """A model fitted with min-max scaling (with plots); each test copies it."""
     out = tmp_path_factory.mktemp("old") / "model"
-    assert cli.main(fit_args(data, out, "minmax", "--threshold-perc", "80")) == 0
+    assert main(fit_args(data, out, "minmax", "--threshold-perc", "80")) == 0
     return out
 
 
@@ -81,13 +80,14 @@ def test_a_fit_overwrite_that_fails_writing_any_part_leaves_the_old_model_whole(
     out = _copy(old_model, tmp_path)
     old_threshold = read_model(out)[0].threshold
     entries = sorted(p.name for p in out.iterdir())
-    for target, name in ((tabular_io, "save_preprocessing"), (model_card, "write_model_card"),
-                         (cli, "_make_plots")):
+    # each part of the new version as the model folder's writer calls it
+    for target, name in ((model_folder, "save_preprocessing"), (model_folder, "write_model_card"),
+                         (cli_fit, "make_plots")):
         def boom(*args, **kwargs):
             raise OSError("disk full")
 
         monkeypatch.setattr(target, name, boom)
-        assert cli.main(fit_args(data, out, "standard", "--overwrite")) != 0
+        assert main(fit_args(data, out, "standard", "--overwrite")) != 0
         monkeypatch.undo()
         assert sorted(p.name for p in out.iterdir()) == entries, name
         assert_old_model_whole(out, old_threshold)
@@ -100,7 +100,7 @@ def test_a_fit_overwrite_killed_at_any_step_leaves_the_old_or_the_new_model_whol
     steps: list[str] = []
     monkeypatch.setattr(checkpoint, "_step", steps.append)
     probe = _copy(old_model, tmp_path / "probe")
-    assert cli.main(fit_args(data, probe, "standard", "--overwrite", "--no-plots")) == 0
+    assert main(fit_args(data, probe, "standard", "--overwrite", "--no-plots")) == 0
     monkeypatch.undo()
     moved_at = steps.index("pointer moved")
     # just before and just after the pointer moves (failures while the files are written: the test above;
@@ -108,7 +108,7 @@ def test_a_fit_overwrite_killed_at_any_step_leaves_the_old_or_the_new_model_whol
     for k in (moved_at - 1, moved_at):
         calls = crash_save_at_step(monkeypatch, k)
         # main reports any exception (exit 1); the debris a kill would leave stays behind
-        assert cli.main(fit_args(data, out, "standard", "--overwrite", "--no-plots")) == 1
+        assert main(fit_args(data, out, "standard", "--overwrite", "--no-plots")) == 1
         assert calls["n"] == k  # it stopped at step k
         monkeypatch.undo()
         if k < moved_at:
@@ -116,7 +116,7 @@ def test_a_fit_overwrite_killed_at_any_step_leaves_the_old_or_the_new_model_whol
         else:
             assert_new_model_whole(out)
         # the next fit replaces whatever a kill left, and leaves no debris
-        assert cli.main(fit_args(data, out, "minmax", "--overwrite", "--threshold-perc", "80")) == 0
+        assert main(fit_args(data, out, "minmax", "--overwrite", "--threshold-perc", "80")) == 0
         assert_old_model_whole(out, old_threshold)
         pointer = json.loads((out / "CURRENT").read_text())
         assert sorted(p.name for p in out.iterdir()) == sorted(["CURRENT", pointer["version"], pointer["previous"]])
@@ -132,10 +132,10 @@ def test_a_killed_first_fit_leaves_a_folder_that_the_next_fit_reuses(data, tmp_p
 
     monkeypatch.setattr(checkpoint, "_step", step)
     monkeypatch.setattr(checkpoint, "_discard", lambda p: None)
-    assert cli.main(fit_args(data, out, "standard", "--no-plots")) == 1
+    assert main(fit_args(data, out, "standard", "--no-plots")) == 1
     monkeypatch.undo()
     assert [p.name for p in out.iterdir()][0].startswith("v-")  # a half-made version, no pointer
-    assert cli.main(fit_args(data, out, "standard", "--no-plots")) == 0  # no --overwrite needed: nothing to lose
+    assert main(fit_args(data, out, "standard", "--no-plots")) == 0  # no --overwrite needed: nothing to lose
     assert_new_model_whole(out)
     assert sorted(p.name for p in out.iterdir()) == sorted(["CURRENT", checkpoint.resolve_checkpoint(out).name])
 
@@ -145,23 +145,23 @@ def test_fit_overwrite_over_an_unversioned_model_folder_converts_it(data, old_mo
 
     out = tmp_path / "legacy"
     shutil.copytree(checkpoint.resolve_checkpoint(old_model), out)  # the earlier layout: files at the top
-    det, prep, _ = cli._load_model(str(out))
+    det, prep, _ = model_folder.load_model(str(out))
     assert prep.scaler.kind == "minmax"
-    assert cli.main(fit_args(data, out, "standard", "--overwrite", "--no-plots")) == 0
+    assert main(fit_args(data, out, "standard", "--overwrite", "--no-plots")) == 0
     assert_new_model_whole(out)
     assert sorted(p.name for p in out.iterdir()) == sorted(["CURRENT", checkpoint.resolve_checkpoint(out).name])
 
 
 def test_score_and_info_read_one_version(data, old_model, tmp_path, capsys):
     out = _copy(old_model, tmp_path)
-    assert cli.main(["score", str(data / "d.csv"), "--model", str(out), "--out", str(tmp_path / "s.csv")]) == 0
+    assert main(["score", str(data / "d.csv"), "--model", str(out), "--out", str(tmp_path / "s.csv")]) == 0
     res = pd.read_csv(tmp_path / "s.csv")
     assert list(res.columns) == ["rid", "score", "is_outlier"] and res["rid"].tolist()[:2] == ["r0", "r1"]
     det, prep, _, _ = read_model(out)
     X = pd.read_csv(data / "d.csv")[[f"f{i}" for i in range(5)]].to_numpy(np.float32)
     np.testing.assert_allclose(res["score"], det.score(prep.scaler.transform(X)), rtol=1e-5, atol=1e-5)
     capsys.readouterr()
-    assert cli.main(["info", str(out), "--json"]) == 0
+    assert main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["version"] == checkpoint.resolve_checkpoint(out).name
     assert info["preprocessing"]["scaler"]["kind"] == "minmax"
@@ -173,19 +173,19 @@ def test_score_refuses_a_model_whose_identifier_column_is_an_output_column(data,
     frame.to_csv(tmp_path / "d.csv", index=False)
     prep_file = checkpoint.resolve_checkpoint(out) / "preprocessing.json"  # a model fitted before the check
     prep_file.write_text(json.dumps(dict(json.loads(prep_file.read_text()), id_column="score")))
-    rc = cli.main(["score", str(tmp_path / "d.csv"), "--model", str(out), "--out", str(tmp_path / "s.csv")])
+    rc = main(["score", str(tmp_path / "d.csv"), "--model", str(out), "--out", str(tmp_path / "s.csv")])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert rc == 2 and len(err) == 1 and "'score'" in err[0], err
     assert not (tmp_path / "s.csv").exists()
 
 
 def test_score_writer_refuses_ids_named_like_output_columns_and_files_as_folders(tmp_path):
-    for name in tabular_io.OUTPUT_COLUMNS:
+    for name in score_io.OUTPUT_COLUMNS:
         with pytest.raises(ValueError, match="identifier"):
-            tabular_io.ScoreWriter(tmp_path / "s.csv", name)
+            score_io.ScoreWriter(tmp_path / "s.csv", name)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="not a folder"):
-        tabular_io.ScoreWriter(tmp_path / "afile" / "s.csv", None)
+        score_io.ScoreWriter(tmp_path / "afile" / "s.csv", None)
 
 
 
@@ -196,7 +196,7 @@ def test_score_writer_refuses_ids_named_like_output_columns_and_files_as_folders
 
 def run_main(capsys, *args) -> tuple[int, list[str]]:
     capsys.readouterr()
-    rc = cli.main([str(a) for a in args])
+    rc = main([str(a) for a in args])
     return rc, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
 
 
@@ -212,7 +212,8 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(cli, "_fit_detector", refuse)
+    monkeypatch.setattr(cli_fit, "fit_detector", refuse)
+    monkeypatch.setattr(cli_demo, "fit_detector", refuse)
 
 
 def test_unusable_thresholds_are_refused_before_training(data, tmp_path, capsys, no_training):

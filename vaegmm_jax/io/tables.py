@@ -1,12 +1,11 @@
-"""Reading tables and arrays for the command line: formats, column selection,
-chunked reading, and a feature scaler that is fitted on training data and
-saved with the model.
+"""Reading tables and arrays: formats, column selection, chunked reading and labels.
 
 Formats (chosen by file extension):
 
 * ``.csv`` / ``.tsv`` (also ``.csv.gz`` etc.): a header row, read with pandas
   (``read_csv(chunksize=...)`` when streaming).
-* ``.parquet`` / ``.pq``: read with pyarrow (row batches when streaming).
+* ``.parquet`` / ``.pq``: read with pyarrow (row batches when streaming); pyarrow is the
+  optional extra ``vaegmm_jax[parquet]``.
 * ``.npy``: a 2-D (N, F) table or an image stack (N, H, W[, C]); opened with
   ``np.load(mmap_mode='r')`` so only the chunk being read is in memory.
   Columns are named ``f0 .. f{F-1}``.
@@ -19,43 +18,39 @@ non-numeric or missing cells) raises ``ValueError``/``KeyError``/
 ``FileNotFoundError`` with a one-line message naming the file, the column and
 the first bad row, so that a caller can report it without a traceback.
 
+The scaling fitted on the training rows and saved with a model is
+:mod:`vaegmm_jax.io.preprocessing`; writing score files is :mod:`vaegmm_jax.io.scores`.
 Nothing here prints.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
+
+from vaegmm_jax.io.messages import QUOTE_LIMIT, one_line
 
 __all__ = [
-    "PREPROCESSING_FILE",
     "SUPPORTED_SUFFIXES",
+    "DEFAULT_CHUNK_ROWS",
     "Table",
-    "Scaler",
-    "Preprocessing",
+    "Selection",
     "file_format",
+    "separator",
+    "require_pyarrow",
     "list_columns",
+    "select_columns",
     "read_table",
     "iter_tables",
     "count_rows",
     "parse_column_list",
-    "save_preprocessing",
-    "load_preprocessing",
-    "write_scores",
-    "ScoreWriter",
-    "OUTPUT_COLUMNS",
-    "check_id_name",
-    "check_output_path",
+    "binary_labels",
 ]
-
-#: the JSON file, in the model folder, that holds scaling and column choices.
-PREPROCESSING_FILE = "preprocessing.json"
-PREPROCESSING_FORMAT = 1
 
 _FORMATS = {
     ".csv": "csv",
@@ -119,15 +114,9 @@ def parse_column_list(text: str | Sequence[str] | None) -> list[str] | None:
     return names
 
 
-def _import_pandas():
-    try:
-        import pandas as pd
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ValueError("reading CSV/TSV files needs pandas: pip install pandas") from err
-    return pd
-
-
-def _import_pyarrow():
+def require_pyarrow():
+    """(pyarrow, pyarrow.parquet); ValueError saying how to install them when they are missing
+    (pyarrow is the optional extra ``vaegmm_jax[parquet]``)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -136,7 +125,8 @@ def _import_pyarrow():
     return pa, pq
 
 
-def _sep(fmt: str) -> str:
+def separator(fmt: str) -> str:
+    """The field separator of a text format ('csv' or 'tsv')."""
     return "\t" if fmt == "tsv" else ","
 
 
@@ -183,14 +173,13 @@ def list_columns(path: str | os.PathLike) -> list[str]:
     path = _check_exists(path)
     fmt = file_format(path)
     if fmt in ("csv", "tsv"):
-        pd = _import_pandas()
         try:
-            head = pd.read_csv(path, sep=_sep(fmt), nrows=0)
+            head = pd.read_csv(path, sep=separator(fmt), nrows=0)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: malformed {fmt.upper()} ({_one_line(err)})") from err
+            raise ValueError(f"{path}: malformed {fmt.upper()} ({one_line(err, QUOTE_LIMIT)})") from err
         return [str(c) for c in head.columns]
     if fmt == "parquet":
-        _, pq = _import_pyarrow()
+        _, pq = require_pyarrow()
         return list(_parquet_file(path, pq).schema_arrow.names)
     if fmt == "npy":
         arr = _open_npy(path)
@@ -206,12 +195,7 @@ def _parquet_file(path: Path, pq):
     try:
         return pq.ParquetFile(path)
     except Exception as err:  # pyarrow.lib.ArrowInvalid and friends
-        raise ValueError(f"{path}: not a valid Parquet file ({_one_line(err)})") from err
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+        raise ValueError(f"{path}: not a valid Parquet file ({one_line(err, QUOTE_LIMIT)})") from err
 
 
 # --------------------------------------------------------------------------- #
@@ -322,7 +306,6 @@ class Table:
 
 def _numeric_block(frame, names: Sequence[str], path, start: int) -> np.ndarray:
     """A pandas frame's feature columns as float32, refusing text and missing cells."""
-    pd = _import_pandas()
     sub = frame[list(names)]
     for name in names:
         col = sub[name]
@@ -434,7 +417,6 @@ def iter_tables(
 
 
 def _iter_csv(path: Path, fmt: str, chunk_rows, **kw) -> Iterator[Table]:
-    pd = _import_pandas()
     available = list_columns(path)
     dups = sorted({c for c in available if available.count(c) > 1})
     if dups:
@@ -445,7 +427,7 @@ def _iter_csv(path: Path, fmt: str, chunk_rows, **kw) -> Iterator[Table]:
     try:
         # every column is parsed (no usecols): with usecols pandas silently accepts rows with
         # extra fields, which would shift values between columns unnoticed
-        reader = pd.read_csv(path, sep=_sep(fmt), chunksize=chunk_rows or None, dtype=dtypes)
+        reader = pd.read_csv(path, sep=separator(fmt), chunksize=chunk_rows or None, dtype=dtypes)
         frames = reader if chunk_rows else [reader]
         for frame in frames:
             if len(frame) == 0:
@@ -453,9 +435,9 @@ def _iter_csv(path: Path, fmt: str, chunk_rows, **kw) -> Iterator[Table]:
             yield _table_from_frame(frame, sel, path, start)
             start += len(frame)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: malformed {fmt.upper()} file ({_one_line(err)})") from err
+        raise ValueError(f"{path}: malformed {fmt.upper()} file ({one_line(err, QUOTE_LIMIT)})") from err
     except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{path}: empty file ({_one_line(err)})") from err
+        raise ValueError(f"{path}: empty file ({one_line(err, QUOTE_LIMIT)})") from err
     if start == 0:
         raise ValueError(f"{path}: no data rows")
 
@@ -471,7 +453,7 @@ def _table_from_frame(frame, sel: Selection, path, start: int) -> Table:
 
 
 def _iter_parquet(path: Path, chunk_rows, **kw) -> Iterator[Table]:
-    pa, pq = _import_pyarrow()
+    pa, pq = require_pyarrow()
     pf = _parquet_file(path, pq)
     available = list(pf.schema_arrow.names)
     sel = select_columns(available, path, **kw)
@@ -486,7 +468,7 @@ def _iter_parquet(path: Path, chunk_rows, **kw) -> Iterator[Table]:
             yield _table_from_frame(frame, sel, path, start)
             start += batch.num_rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as err:
-        raise ValueError(f"{path}: cannot read Parquet data near row {start + 1} ({_one_line(err)})") from err
+        raise ValueError(f"{path}: cannot read Parquet data near row {start + 1} ({one_line(err, QUOTE_LIMIT)})") from err
     if start == 0:
         raise ValueError(f"{path}: no data rows")
 
@@ -546,7 +528,7 @@ def count_rows(path: str | os.PathLike) -> int | None:
     if fmt == "npy":
         return int(_open_npy(path).shape[0])
     if fmt == "parquet":
-        _, pq = _import_pyarrow()
+        _, pq = require_pyarrow()
         return int(_parquet_file(path, pq).metadata.num_rows)
     if fmt == "npz":
         arrays = _npz_arrays(path)
@@ -584,282 +566,3 @@ def binary_labels(labels: np.ndarray, column: str, path) -> np.ndarray:
             f"{path}: label column {column!r} must hold 0/1 (1 = outlier); found {arr[i]!r} in data row {i + 1}"
         )
     return arr.astype(np.int64)
-
-
-# --------------------------------------------------------------------------- #
-# Scaling
-# --------------------------------------------------------------------------- #
-
-
-@dataclass
-class Scaler:
-    """Per-feature affine scaling ``(x - offset) / scale`` fitted on training rows.
-
-    kind: 'minmax' (to [0, 1] on the training rows), 'standard' (zero mean, unit
-    variance) or 'none'. Constant columns get scale 1 (no division by zero).
-    """
-
-    kind: str = "none"
-    offset: np.ndarray | None = None
-    scale: np.ndarray | None = None
-
-    KINDS = ("minmax", "standard", "none")
-
-    @classmethod
-    def fit(cls, X: np.ndarray, kind: str = "minmax") -> "Scaler":
-        if kind not in cls.KINDS:
-            raise ValueError(f"unknown scaling {kind!r}; use one of {', '.join(cls.KINDS)}")
-        if kind == "none":
-            return cls("none")
-        flat = np.asarray(X, dtype=np.float64).reshape(X.shape[0], -1)
-        if kind == "minmax":
-            lo, hi = flat.min(axis=0), flat.max(axis=0)
-            offset, scale = lo, hi - lo
-        else:
-            offset, scale = flat.mean(axis=0), flat.std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
-        return cls(kind, offset.astype(np.float64), scale.astype(np.float64))
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        if self.kind == "none":
-            return np.asarray(X, dtype=np.float32)
-        shape = X.shape
-        flat = np.asarray(X, dtype=np.float64).reshape(shape[0], -1)
-        if flat.shape[1] != self.offset.shape[0]:
-            raise ValueError(f"the scaler was fitted on {self.offset.shape[0]} features, got {flat.shape[1]}")
-        return ((flat - self.offset) / self.scale).astype(np.float32).reshape(shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind}
-        if self.kind == "minmax":
-            out.update(min=self.offset.tolist(), range=self.scale.tolist())
-        elif self.kind == "standard":
-            out.update(mean=self.offset.tolist(), std=self.scale.tolist())
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Scaler":
-        kind = d.get("kind")
-        try:
-            if kind == "none":
-                return cls("none")
-            if kind == "minmax":
-                return cls(kind, np.asarray(d["min"], np.float64), np.asarray(d["range"], np.float64))
-            if kind == "standard":
-                return cls(kind, np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64))
-        except KeyError as err:
-            raise ValueError(f"scaler entry lacks {err}") from err
-        raise ValueError(f"unknown scaler kind {kind!r}")
-
-
-@dataclass
-class Preprocessing:
-    """What the command line did to the data before the detector saw it (saved as JSON)."""
-
-    feature_names: list[str] | None
-    scaler: Scaler = field(default_factory=Scaler)
-    id_column: str | None = None
-    label_column: str | None = None
-    input_format: str | None = None
-    row_shape: list[int] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format_version": PREPROCESSING_FORMAT,
-            "feature_names": self.feature_names,
-            "scaler": self.scaler.to_dict(),
-            "id_column": self.id_column,
-            "label_column": self.label_column,
-            "input_format": self.input_format,
-            "row_shape": self.row_shape,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
-        if d.get("format_version") != PREPROCESSING_FORMAT:
-            raise ValueError(f"unsupported preprocessing format {d.get('format_version')!r}")
-        return cls(
-            feature_names=d.get("feature_names"),
-            scaler=Scaler.from_dict(d.get("scaler") or {"kind": "none"}),
-            id_column=d.get("id_column"),
-            label_column=d.get("label_column"),
-            input_format=d.get("input_format"),
-            row_shape=d.get("row_shape"),
-        )
-
-
-def _version_folder(model_dir: str | os.PathLike) -> Path:
-    """The folder of the model's live version when ``model_dir`` is a versioned model folder
-    (it holds the pointer file), else ``model_dir`` itself (a version folder, an earlier
-    unversioned model folder, or any folder)."""
-    model_dir = Path(model_dir)
-    if (model_dir / "CURRENT").is_file():
-        from vaegmm_jax.io.checkpoint import resolve_checkpoint  # imports JAX: only when needed
-
-        return resolve_checkpoint(model_dir)
-    return model_dir
-
-
-def save_preprocessing(model_dir: str | os.PathLike, prep: Preprocessing) -> Path:
-    """Writes ``preprocessing.json`` (atomically) into a model's folder.
-
-    Given a versioned model folder, it goes into the live version, in place. To write it
-    together with a new detector (one unit), pass ``add_files`` to
-    :func:`vaegmm_jax.save_detector` and call this on the folder it is given, as ``fit`` does.
-    """
-    path = _version_folder(model_dir) / PREPROCESSING_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(prep.to_dict(), indent=2))
-    os.replace(tmp, path)
-    return path
-
-
-def load_preprocessing(model_dir: str | os.PathLike) -> Preprocessing | None:
-    """The saved preprocessing (of the live version, for a versioned model folder), or None
-    when there is none (a model saved from Python)."""
-    path = _version_folder(model_dir) / PREPROCESSING_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-        return Preprocessing.from_dict(data)
-    except (json.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as err:
-        raise ValueError(f"{path} is corrupt: {_one_line(err)}") from err
-
-
-# --------------------------------------------------------------------------- #
-# Writing scores
-# --------------------------------------------------------------------------- #
-
-
-_OUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy", ".npz": "npz"}
-#: the columns a score file has besides the identifier column
-OUTPUT_COLUMNS = ("score", "is_outlier")
-
-
-def check_id_name(id_name: str | None) -> None:
-    """Refuses an identifier column named like an output column: its values would be
-    overwritten by the scores (or the flags) in the output, silently losing the ids."""
-    if id_name is not None and str(id_name) in OUTPUT_COLUMNS:
-        raise ValueError(
-            f"the identifier column is named {id_name!r}, like an output column ({', '.join(OUTPUT_COLUMNS)}): "
-            "the ids would be lost in the score file; rename that column in the data"
-        )
-
-
-def check_output_path(path: str | os.PathLike) -> str:
-    """The output format of ``path``; ValueError when it cannot be written: an unknown
-    extension, an existing folder, or a parent folder that is a file (``afile/s.csv``)."""
-    p = Path(path)
-    fmt = output_format(p)
-    if p.is_dir():
-        raise ValueError(f"{p} is a folder, expected an output file name")
-    for parent in Path(os.path.abspath(p)).parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"cannot write {p}: {parent} is a file, not a folder")
-            break
-    return fmt
-
-
-def output_format(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in _OUT_FORMATS:
-        raise ValueError(f"{path}: unsupported output type {suffix or '(none)'!r}; use .csv, .tsv, .parquet, .npy or .npz")
-    return _OUT_FORMATS[suffix]
-
-
-class ScoreWriter:
-    """Writes (id, score, is_outlier) rows block by block, in order.
-
-    CSV/TSV and Parquet are appended per block; NPY/NPZ (a structured array /
-    separate arrays) are assembled at :meth:`close`. The file appears under its
-    name only when complete (written to a temporary name, then renamed).
-    """
-
-    def __init__(self, path: str | os.PathLike, id_name: str | None):
-        self.path = Path(path)
-        self.fmt = check_output_path(self.path)
-        check_id_name(id_name)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:  # e.g. a parent that is a file, created since the check
-            raise ValueError(f"cannot create the folder of {self.path}: {_one_line(err)}") from err
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
-        self.id_name = id_name
-        self.rows = 0
-        self._pq_writer = None
-        self._parts: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
-        self._first = True
-
-    def _columns(self, ids, scores, flags):
-        cols = {}
-        cols[self.id_name or "row"] = ids if ids is not None else np.arange(self.rows, self.rows + len(scores))
-        cols["score"] = np.asarray(scores, np.float32)
-        cols["is_outlier"] = np.asarray(flags, np.int8)
-        return cols
-
-    def write(self, ids: np.ndarray | None, scores: np.ndarray, flags: np.ndarray) -> None:
-        cols = self._columns(ids, scores, flags)
-        if self.fmt in ("csv", "tsv"):
-            pd = _import_pandas()
-            pd.DataFrame(cols).to_csv(
-                self.tmp, sep=_sep(self.fmt), index=False, header=self._first, mode="w" if self._first else "a",
-                float_format="%.7g",
-            )
-        elif self.fmt == "parquet":
-            pa, pq = _import_pyarrow()
-            table = pa.table({k: pa.array(v) for k, v in cols.items()})
-            if self._pq_writer is None:
-                self._pq_writer = pq.ParquetWriter(self.tmp, table.schema)
-            self._pq_writer.write_table(table)
-        else:
-            self._parts.append(tuple(cols.values()))
-        self._first = False
-        self.rows += len(scores)
-
-    def close(self) -> Path:
-        if self._first:  # nothing written: still produce a valid (empty) file
-            self.write(np.zeros(0, np.int64) if self.id_name is None else np.zeros(0, str), np.zeros(0), np.zeros(0))
-        if self._pq_writer is not None:
-            self._pq_writer.close()
-        if self.fmt in ("npy", "npz"):
-            ids = np.concatenate([p[0] for p in self._parts])
-            scores = np.concatenate([p[1] for p in self._parts])
-            flags = np.concatenate([p[2] for p in self._parts])
-            name = self.id_name or "row"
-            if self.fmt == "npz":
-                with open(self.tmp, "wb") as fh:
-                    np.savez(fh, **{name: ids, "score": scores, "is_outlier": flags})
-            else:
-                ids = ids.astype(str) if ids.dtype == object else ids
-                rec = np.empty(len(scores), dtype=[(name, ids.dtype), ("score", np.float32), ("is_outlier", np.int8)])
-                rec[name], rec["score"], rec["is_outlier"] = ids, scores, flags
-                with open(self.tmp, "wb") as fh:
-                    np.save(fh, rec, allow_pickle=False)
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        if self._pq_writer is not None:
-            try:
-                self._pq_writer.close()
-            except Exception:
-                pass
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def write_scores(path, scores: np.ndarray, flags: np.ndarray, ids: np.ndarray | None = None, id_name: str | None = None) -> Path:
-    """Writes one block of scores (convenience over :class:`ScoreWriter`)."""
-    w = ScoreWriter(path, id_name)
-    try:
-        w.write(ids, scores, flags)
-        return w.close()
-    except BaseException:
-        w.abort()
-        raise
