@@ -61,10 +61,8 @@ class ReconstructionErrorDetector(BaseDetector):
     def _own_kwargs(cls, config):
         return {}
 
-    def fit(self, X, epochs=None, batch_size=None, log_metric=None, options=None):
-        return self._fit(X, optimizer=None, epochs=epochs, batch_size=batch_size, verbose=False,
-                         log_metric=log_metric, checkpoint_dir=None, checkpoint_every=None, resume=False,
-                         options=options, fit_kwargs={})
+    def fit(self, X, **run):
+        return self._fit(X, {}, verbose=False, **run)
 
 
 def _rmse(x, x_recon):

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from vaegmm_jax.cli.args import check_positive_int
+from vaegmm_jax.detectors.fit_driver import FitRun
 from vaegmm_jax.cli.errors import InputError, input_errors
 from vaegmm_jax.detectors import presets
 from vaegmm_jax.detectors.loading import detector_class
@@ -141,8 +142,10 @@ def _check_fit_settings(det, fit_kw: dict) -> None:
     ``fit``: known names, positive integer epochs and batch size, finite numbers where the
     fit's default is a number, and a one-entry ``cov_elbo``."""
     name = type(det).__name__
-    params = dict(inspect.signature(det.fit).parameters)
-    params.pop("X", None)
+    params = {name: p for name, p in inspect.signature(det.fit).parameters.items()
+              if name != "X" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    # the engine's arguments every detector's fit takes as keywords (**run)
+    params.update({name: inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in FitRun.__annotations__})
     unknown = sorted(set(fit_kw) - set(params))
     if unknown:
         raise InputError(f"bad fit setting for {name}: unexpected {', '.join(map(repr, unknown))}; "

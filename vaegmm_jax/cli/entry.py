@@ -10,7 +10,7 @@ import traceback
 from typing import Sequence
 
 from vaegmm_jax import __version__
-from vaegmm_jax.cli import demo, evaluate, fit, info, score
+from vaegmm_jax.cli import compile_cache, demo, evaluate, fit, info, score
 from vaegmm_jax.cli.args import Parser
 from vaegmm_jax.cli.display import PROG
 from vaegmm_jax.cli.errors import USER_ERRORS
@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Deep density-based outlier detection (VAEGMM, DAGMM/AEGMM, VAE) with JAX.",
                epilog="Exit codes: 0 success, 2 bad usage or input, 1 internal error.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                   help=f"do not keep compiled programs between runs (default: kept in {compile_cache.cache_dir()}; "
+                        f"also {compile_cache.ENV_SWITCH}=0)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -44,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
+        compile_cache.enable(args.compile_cache)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)

@@ -9,7 +9,8 @@ detector subclasses :class:`BaseDetector` and provides:
 - ``score_chunk_fn(n_samples, output=None)``: the pure per-chunk score
   ``fn(params, state, x (C, *S), offset, key) -> (C,)``;
 - ``_own_config()`` / ``_own_kwargs(config)``: its settings as JSON and back (checkpoints);
-- ``fit(X, ...)``: its public signature, calling ``self._fit(X, ..., fit_kwargs=...)``;
+- ``fit(X, ..., **run)``: its own settings, then ``self._fit(X, fit_kwargs, **run)`` (``run``:
+  :class:`~vaegmm_jax.detectors.fit_driver.FitRun`, the engine's arguments every detector takes);
 
 and optionally ``reconstruct`` (for ``fit(log_metric=...)``), ``score_state``,
 ``n_score_samples``, ``after_fit_compiler``/``after_fit`` (state fixed from the training data
@@ -30,7 +31,7 @@ import numpy as np
 from vaegmm_jax._version import __version__
 from vaegmm_jax.core import scaling
 from vaegmm_jax.core import vae as vae_lib
-from vaegmm_jax.detectors.fit_driver import FitDriver, NonFiniteLossError
+from vaegmm_jax.detectors.fit_driver import FitDriver, FitRun, NonFiniteLossError
 from vaegmm_jax.detectors.score_driver import ScoreDriver
 from vaegmm_jax.engine import members, parallel, training
 from vaegmm_jax.engine.config import DEFAULT_LEARNING_RATE, FitOptions, default_optimizer
@@ -360,7 +361,7 @@ def check_cov_elbo(cov_elbo: dict) -> dict:
 
 
 
-__all__ = ["BaseDetector", "NonFiniteLossError", "NotFittedError", "default_optimizer", "check_cov_elbo",
+__all__ = ["BaseDetector", "FitRun", "NonFiniteLossError", "NotFittedError", "default_optimizer", "check_cov_elbo",
            "cov_elbo_arrays"]
 # names other modules import from here: the streams, the fit options and score helpers
 __all__ += ["STREAM_INIT", "STREAM_TRAIN", "STREAM_STATS", "STREAM_SCORE", "FitOptions", "DEFAULT_LEARNING_RATE",

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple, TypedDict
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,33 @@ from vaegmm_jax.engine.validation import check_array, check_positive_int
 from vaegmm_jax.io.checkpoint import restore_training_state, save_detector
 
 
+class FitRun(TypedDict, total=False):
+    """How a fit runs, the same for every detector (``detector.fit(X, ..., **run)``).
+
+    Attributes:
+      optimizer: an optax transformation (default adam, learning rate 1e-3).
+      epochs: training length (default None: about 2,000 optimizer steps, at least one pass;
+        :func:`vaegmm_jax.engine.config.auto_epochs`).
+      batch_size: minibatch rows (default None: 128, at most N).
+      verbose: a per-epoch progress bar (default True; shown only on a terminal).
+      log_metric: (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch.
+      checkpoint_dir: save the detector there at the end (and every ``checkpoint_every`` epochs).
+      checkpoint_every: epochs between saves.
+      resume: continue from ``checkpoint_dir`` up to ``epochs`` in total.
+      options: how the engine runs (:class:`vaegmm_jax.engine.config.FitOptions`).
+    """
+
+    optimizer: optax.GradientTransformation | None
+    epochs: int | None
+    batch_size: int | None
+    verbose: bool
+    log_metric: tuple[str, Callable] | None
+    checkpoint_dir: str | os.PathLike | None
+    checkpoint_every: int | None
+    resume: bool
+    options: FitOptions | None
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss or gradient; the detector keeps the last good parameters."""
 
@@ -48,16 +75,16 @@ class FitDriver:
     def _fit(
         self,
         X,
-        *,
-        optimizer: optax.GradientTransformation | None,
-        epochs: int | None,
-        batch_size: int | None,
-        verbose: bool,
-        log_metric: tuple[str, Callable] | None,
-        checkpoint_dir: str | os.PathLike | None,
-        checkpoint_every: int | None,
-        resume: bool,
         fit_kwargs: dict,
+        *,
+        optimizer: optax.GradientTransformation | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        verbose: bool = True,
+        log_metric: tuple[str, Callable] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
         options: FitOptions | None = None,
     ) -> dict[str, list[float]]:
         """The fit engine: trains the M members as one program, then fixes the after-fit state.
@@ -444,4 +471,4 @@ def _progress(iterable: Iterable, verbose: bool, desc: str):
     return tqdm(iterable, desc=desc, unit="epoch", disable=None, file=sys.stderr)
 
 
-__all__ = ["FitDriver", "NonFiniteLossError"]
+__all__ = ["FitDriver", "FitRun", "NonFiniteLossError"]

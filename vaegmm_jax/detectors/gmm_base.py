@@ -315,18 +315,8 @@ class GMMDetector(BaseDetector):
 
     # -- persistence ---------------------------------------------------------------------
     def _own_config(self) -> dict:
-        return {
-            "n_gmm": self.n_gmm,
-            "latent_dim": self.latent_dim,
-            "samples": self.samples,
-            "beta": self.beta,
-            "recon_features": self.recon_features_name,
-            "eps": self.eps,
-            "arch": self.arch,
-            "custom_nets": self.custom_nets,
-            "score_type": self.score_type,
-            "scoring_kernel": self.scoring_kernel,
-        }
+        names = ("n_gmm", "latent_dim", "samples", "beta", "eps", "arch", "custom_nets", "score_type", "scoring_kernel")
+        return {**{name: getattr(self, name) for name in names}, "recon_features": self.recon_features_name}
 
     @classmethod
     def _own_kwargs(cls, config: dict) -> dict:

@@ -7,11 +7,10 @@ sampled, the reconstruction term and the loss defaults.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Unpack
 
-import optax
-
-from vaegmm_jax.detectors.base import FitOptions, check_cov_elbo
+from vaegmm_jax.detectors.base import check_cov_elbo
+from vaegmm_jax.detectors.fit_driver import FitRun
 from vaegmm_jax.detectors.gmm_base import SCORE_TYPES, SCORING_KERNELS, GMMDetector
 from vaegmm_jax.models.gmm_autoencoder import GMMAutoencoder
 
@@ -74,51 +73,26 @@ class OutlierVAEGMM(GMMDetector):
     def __init__(self, threshold: float | None = None, vaegmm: GMMAutoencoder | None = None, **settings):
         super().__init__(threshold, vaegmm, **settings)
 
-    def fit(
-        self,
-        X,
-        w_recon: float = 1.0,
-        w_energy: float = 0.1,
-        w_cov_diag: float = 0.005,
-        optimizer: optax.GradientTransformation | None = None,
-        cov_elbo: dict | None = None,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        verbose: bool = True,
-        log_metric: tuple[str, Callable] | None = None,
-        checkpoint_dir=None,
-        checkpoint_every: int | None = None,
-        resume: bool = False,
-        options: FitOptions | None = None,
-    ) -> dict[str, list[float]]:
+    def fit(self, X, w_recon: float = 1.0, w_energy: float = 0.1, w_cov_diag: float = 0.005, cov_elbo: dict | None = None,
+            **run: Unpack[FitRun]) -> dict[str, list[float]]:
         """Trains on X (N, *S) (inliers) and fixes the mixture from the whole of X.
 
         Args:
           X: training data.
           w_recon, w_energy, w_cov_diag: loss weights (defaults 1, 0.1, 0.005; alibi-detect's
             w_recon 1e-7 leaves the decoder untrained: ``presets.ALIBI`` has it).
-          optimizer: an optax transformation (default adam, lr 1e-3).
           cov_elbo: reconstruction likelihood covariance: dict(sim=1.0) (default: unit
             variance on standardised rows; alibi's is sim=0.05), dict(cov_diag=None) or
             dict(cov_full=None) (estimated from X).
-          epochs, batch_size: training length and minibatch size (defaults None: about
-            2,000 optimizer steps, at least one pass, batches of 128; see
-            :func:`vaegmm_jax.detectors.base.auto_epochs`).
-          verbose: a per-epoch progress bar (shown only on a terminal).
-          log_metric: optional (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch.
-          checkpoint_dir: save the detector there at the end (and every
-            ``checkpoint_every`` epochs).
-          resume: continue from ``checkpoint_dir`` up to ``epochs`` in total.
-          options: how the fit engine runs (:class:`vaegmm_jax.detectors.base.FitOptions`: one
-            training set per member, recording instead of raising on a non-finite member...).
+          **run: how the fit runs, the same for every detector (keywords):
+            :class:`vaegmm_jax.detectors.fit_driver.FitRun` (optimizer, epochs, batch_size,
+            verbose, log_metric, checkpoint_dir, checkpoint_every, resume, options).
 
         Returns:
           The history: {term: [value per epoch]} for recon, energy, cov_diag, kl, total.
         """
-        cov_elbo = dict(sim=1.0) if cov_elbo is None else cov_elbo
-        return self._fit(X, optimizer=optimizer, epochs=epochs, batch_size=batch_size, verbose=verbose,
-                         log_metric=log_metric, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                         resume=resume, options=options, fit_kwargs=dict(w_recon=w_recon, w_energy=w_energy, w_cov_diag=w_cov_diag, cov_elbo=check_cov_elbo(cov_elbo)))
+        cov_elbo = check_cov_elbo(dict(sim=1.0) if cov_elbo is None else cov_elbo)
+        return self._fit(X, dict(w_recon=w_recon, w_energy=w_energy, w_cov_diag=w_cov_diag, cov_elbo=cov_elbo), **run)
 
 class OutlierAEGMM(GMMDetector):
     """DAGMM (Zong et al., 2018): deterministic autoencoder + Gaussian mixture.
@@ -141,25 +115,9 @@ class OutlierAEGMM(GMMDetector):
             raise TypeError(f"OutlierAEGMM has no {fixed}: its latent is not sampled (see OutlierVAEGMM)")
         super().__init__(threshold, aegmm, samples=1, beta=0.0, **settings)
 
-    def fit(
-        self,
-        X,
-        w_energy: float = 0.1,
-        w_cov_diag: float = 0.005,
-        optimizer: optax.GradientTransformation | None = None,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        verbose: bool = True,
-        log_metric: tuple[str, Callable] | None = None,
-        checkpoint_dir=None,
-        checkpoint_every: int | None = None,
-        resume: bool = False,
-        options: FitOptions | None = None,
-    ) -> dict[str, list[float]]:
+    def fit(self, X, w_energy: float = 0.1, w_cov_diag: float = 0.005, **run: Unpack[FitRun]) -> dict[str, list[float]]:
         """Trains DAGMM on X (N, *S). Arguments as OutlierVAEGMM.fit (w_energy = lambda1, w_cov_diag = lambda2)."""
-        return self._fit(X, optimizer=optimizer, epochs=epochs, batch_size=batch_size, verbose=verbose,
-                         log_metric=log_metric, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                         resume=resume, options=options, fit_kwargs=dict(w_recon=1.0, w_energy=w_energy, w_cov_diag=w_cov_diag))
+        return self._fit(X, dict(w_recon=1.0, w_energy=w_energy, w_cov_diag=w_cov_diag), **run)
 
 
 __all__ = ["OutlierVAEGMM", "OutlierAEGMM", "SCORE_TYPES", "SCORING_KERNELS"]

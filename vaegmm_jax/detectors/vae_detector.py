@@ -13,19 +13,18 @@ Higher is more anomalous for all three.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Unpack
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.engine import training
+from vaegmm_jax.detectors.fit_driver import FitRun
 from vaegmm_jax.detectors.base import (
     DEFAULT_SCORE_BATCH,
     BaseDetector,
-    FitOptions,
     check_cov_elbo,
     check_threshold,
     cov_elbo_arrays,
@@ -221,33 +220,16 @@ class OutlierVAE(BaseDetector):
         return arr
 
     # -- training ------------------------------------------------------------------------
-    def fit(
-        self,
-        X,
-        optimizer: optax.GradientTransformation | None = None,
-        cov_elbo: dict | None = None,
-        epochs: int | None = None,
-        batch_size: int | None = None,
-        verbose: bool = True,
-        log_metric: tuple[str, Callable] | None = None,
-        checkpoint_dir=None,
-        checkpoint_every: int | None = None,
-        resume: bool = False,
-        options: FitOptions | None = None,
-    ) -> dict[str, list[float]]:
+    def fit(self, X, cov_elbo: dict | None = None, **run: Unpack[FitRun]) -> dict[str, list[float]]:
         """Trains on X (N, *S) (inliers).
 
         Args:
           X: training data, (N, F) or images (N, H, W, C) (in [0, 1] for the Bernoulli likelihood).
-          optimizer: an optax transformation (default adam, lr 1e-3).
           cov_elbo: for score_type='mse' with the Gaussian likelihood only: dict(sim=0.05)
             (default), dict(cov_diag=None) or dict(cov_full=None) (estimated from X).
-          epochs, batch_size: training length and minibatch size (defaults None: about
-            2,000 optimizer steps, at least one pass, batches of 128).
-          verbose: a per-epoch progress bar (shown only on a terminal).
-          log_metric: optional (name, fn(x (B, F), x' (B, F)) -> (B,) or ()) logged per epoch,
-            x' decoded from the posterior mean.
-          checkpoint_dir, checkpoint_every, resume, options: as OutlierVAEGMM.fit.
+          **run: how the fit runs (keywords): :class:`vaegmm_jax.detectors.fit_driver.FitRun`
+            (optimizer, epochs, batch_size, verbose, log_metric (x' decoded from the posterior
+            mean), checkpoint_dir, checkpoint_every, resume, options).
 
         Returns:
           The history: {'recon', 'kl', 'total'(, metric)}: [value per epoch].
@@ -272,9 +254,7 @@ class OutlierVAE(BaseDetector):
         fit_kwargs: dict[str, Any] = {}
         if fixed_cov:
             fit_kwargs["cov_elbo"] = check_cov_elbo(dict(sim=0.05) if cov_elbo is None else cov_elbo)
-        return self._fit(X, optimizer=optimizer, epochs=epochs, batch_size=batch_size, verbose=verbose,
-                         log_metric=log_metric, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                         resume=resume, options=options, fit_kwargs=fit_kwargs)
+        return self._fit(X, fit_kwargs, **run)
 
     def training_objective(self, X: np.ndarray, fit_kwargs: dict) -> training.Objective:
         model, beta = self.model, self.beta
@@ -427,16 +407,8 @@ class OutlierVAE(BaseDetector):
 
     # -- persistence ---------------------------------------------------------------------
     def _own_config(self) -> dict:
-        return {
-            "score_type": self.score_type,
-            "latent_dim": self.latent_dim,
-            "samples": self.samples,
-            "beta": self.beta,
-            "likelihood": self.likelihood,
-            "logvar_clip": list(self.logvar_clip),
-            "arch": self.arch,
-            "custom_nets": self.custom_nets,
-        }
+        names = ("score_type", "latent_dim", "samples", "beta", "likelihood", "arch", "custom_nets")
+        return {**{name: getattr(self, name) for name in names}, "logvar_clip": list(self.logvar_clip)}
 
     @classmethod
     def _own_kwargs(cls, config: dict) -> dict:

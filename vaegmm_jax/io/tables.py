@@ -28,11 +28,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
 
+from vaegmm_jax.io.formats import (
+    SUPPORTED_SUFFIXES,
+    array_columns,
+    check_exists,
+    count_rows,
+    file_format,
+    npz_arrays,
+    npz_feature_key,
+    open_npy,
+    parquet_file,
+    require_pyarrow,
+    separator,
+)
 from vaegmm_jax.io.messages import QUOTE_LIMIT, one_line
 
 __all__ = [
@@ -52,52 +65,12 @@ __all__ = [
     "binary_labels",
 ]
 
-_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".txt": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".npy": "npy",
-    ".npz": "npz",
-}
-_COMPRESSION = (".gz", ".bz2", ".zip", ".xz", ".zst")
-SUPPORTED_SUFFIXES = tuple(sorted(_FORMATS))
 DEFAULT_CHUNK_ROWS = 65536
 
 
 # --------------------------------------------------------------------------- #
 # Formats and columns
 # --------------------------------------------------------------------------- #
-
-
-def file_format(path: str | os.PathLike) -> str:
-    """'csv', 'tsv', 'parquet', 'npy' or 'npz' from the file name (``.csv.gz`` is csv)."""
-    name = Path(path).name.lower()
-    for comp in _COMPRESSION:
-        if name.endswith(comp):
-            name = name[: -len(comp)]
-            break
-    suffix = Path(name).suffix
-    if suffix not in _FORMATS:
-        raise ValueError(
-            f"{path}: unsupported file type {suffix or '(no extension)'!r}; "
-            f"use one of {', '.join(SUPPORTED_SUFFIXES)}"
-        )
-    fmt = _FORMATS[suffix]
-    if fmt in ("npy", "npz", "parquet") and name != Path(path).name.lower():
-        raise ValueError(f"{path}: compressed {fmt} files are not supported; decompress it first")
-    return fmt
-
-
-def _check_exists(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such file: {p}")
-    if p.is_dir():
-        raise ValueError(f"{p} is a folder, expected a data file")
-    return p
 
 
 def parse_column_list(text: str | Sequence[str] | None) -> list[str] | None:
@@ -114,63 +87,9 @@ def parse_column_list(text: str | Sequence[str] | None) -> list[str] | None:
     return names
 
 
-def require_pyarrow():
-    """(pyarrow, pyarrow.parquet); ValueError saying how to install them when they are missing
-    (pyarrow is the optional extra ``vaegmm_jax[parquet]``)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ValueError("Parquet files need pyarrow: pip install 'vaegmm_jax[parquet]'") from err
-    return pa, pq
-
-
-def separator(fmt: str) -> str:
-    """The field separator of a text format ('csv' or 'tsv')."""
-    return "\t" if fmt == "tsv" else ","
-
-
-def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except ValueError as err:
-        raise ValueError(f"{path}: cannot read this .npz without unpickling objects ({err})") from err
-    except Exception as err:  # zipfile.BadZipFile, OSError, EOFError
-        raise ValueError(f"{path}: not a valid .npz file ({type(err).__name__}: {err})") from err
-
-
-def _npz_feature_key(arrays: dict[str, np.ndarray], path: Path) -> str:
-    for k in ("X", "x", "data", "features"):
-        if k in arrays:
-            return k
-    multi = [k for k, a in arrays.items() if a.ndim >= 2]
-    if len(multi) == 1:
-        return multi[0]
-    raise ValueError(
-        f"{path}: cannot tell which array holds the features (keys {sorted(arrays)}); name it 'X'"
-    )
-
-
-def _open_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a numeric .npy file ({err})") from err
-    except Exception as err:
-        raise ValueError(f"{path}: not a valid .npy file ({type(err).__name__}: {err})") from err
-    if arr.dtype.names is not None:
-        raise ValueError(f"{path}: structured .npy arrays are not supported; save a plain (N, F) array")
-    return arr
-
-
-def _array_columns(n_features: int) -> list[str]:
-    return [f"f{i}" for i in range(n_features)]
-
-
 def list_columns(path: str | os.PathLike) -> list[str]:
     """All column names of a file (for arrays: f0.., plus 1-D npz keys)."""
-    path = _check_exists(path)
+    path = check_exists(path)
     fmt = file_format(path)
     if fmt in ("csv", "tsv"):
         try:
@@ -180,22 +99,15 @@ def list_columns(path: str | os.PathLike) -> list[str]:
         return [str(c) for c in head.columns]
     if fmt == "parquet":
         _, pq = require_pyarrow()
-        return list(_parquet_file(path, pq).schema_arrow.names)
+        return list(parquet_file(path, pq).schema_arrow.names)
     if fmt == "npy":
-        arr = _open_npy(path)
-        return _array_columns(arr.shape[1]) if arr.ndim == 2 else []
-    arrays = _npz_arrays(path)
-    key = _npz_feature_key(arrays, path)
+        arr = open_npy(path)
+        return array_columns(arr.shape[1]) if arr.ndim == 2 else []
+    arrays = npz_arrays(path)
+    key = npz_feature_key(arrays, path)
     x = arrays[key]
-    cols = _array_columns(x.shape[1]) if x.ndim == 2 else []
+    cols = array_columns(x.shape[1]) if x.ndim == 2 else []
     return cols + [k for k, a in arrays.items() if k != key and a.ndim == 1 and a.shape[0] == x.shape[0]]
-
-
-def _parquet_file(path: Path, pq):
-    try:
-        return pq.ParquetFile(path)
-    except Exception as err:  # pyarrow.lib.ArrowInvalid and friends
-        raise ValueError(f"{path}: not a valid Parquet file ({one_line(err, QUOTE_LIMIT)})") from err
 
 
 # --------------------------------------------------------------------------- #
@@ -346,27 +258,21 @@ def _as_id_array(values) -> np.ndarray:
     return arr
 
 
-def read_table(
-    path: str | os.PathLike,
-    *,
-    columns: Sequence[str] | None = None,
-    exclude: Sequence[str] | None = None,
-    id_column: str | None = None,
-    label_column: str | None = None,
-    id_optional: bool = False,
-) -> Table:
+class ColumnRequest(TypedDict, total=False):
+    """Which columns to read (the keywords of :func:`select_columns`, :func:`read_table` and
+    :func:`iter_tables`): ``columns`` (the features; default all but the id and label
+    columns), ``exclude``, ``id_column``, ``label_column`` and ``id_optional``."""
+
+    columns: Sequence[str] | None
+    exclude: Sequence[str] | None
+    id_column: str | None
+    label_column: str | None
+    id_optional: bool
+
+
+def read_table(path: str | os.PathLike, **request: Unpack[ColumnRequest]) -> Table:
     """Reads a whole file (training data) into memory. See :func:`iter_tables` to stream."""
-    blocks = list(
-        iter_tables(
-            path,
-            chunk_rows=None,
-            columns=columns,
-            exclude=exclude,
-            id_column=id_column,
-            label_column=label_column,
-            id_optional=id_optional,
-        )
-    )
+    blocks = list(iter_tables(path, chunk_rows=None, **request))
     if not blocks:
         raise ValueError(f"{path}: no data rows")
     if len(blocks) == 1:
@@ -382,16 +288,8 @@ def read_table(
     )
 
 
-def iter_tables(
-    path: str | os.PathLike,
-    *,
-    chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
-    columns: Sequence[str] | None = None,
-    exclude: Sequence[str] | None = None,
-    id_column: str | None = None,
-    label_column: str | None = None,
-    id_optional: bool = False,
-) -> Iterator[Table]:
+def iter_tables(path: str | os.PathLike, *, chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+                **request: Unpack[ColumnRequest]) -> Iterator[Table]:
     """Yields the file's rows in order, in blocks of at most ``chunk_rows`` (None: one block).
 
     Only the selected columns are read. The whole file is never held in memory for
@@ -400,18 +298,22 @@ def iter_tables(
     """
     if chunk_rows is not None and (isinstance(chunk_rows, bool) or int(chunk_rows) < 1):
         raise ValueError(f"chunk rows must be a positive integer, got {chunk_rows!r}")
-    path = _check_exists(path)
+    path = check_exists(path)
     fmt = file_format(path)
-    kw = dict(columns=columns, exclude=exclude, id_column=id_column, label_column=label_column, id_optional=id_optional)
+    kw = {name: request.get(name) for name in ("columns", "exclude", "id_column", "label_column")}
+    kw["id_optional"] = bool(request.get("id_optional", False))
+    unknown = set(request) - set(ColumnRequest.__annotations__)
+    if unknown:
+        raise TypeError(f"unexpected column keywords {sorted(unknown)}")
     if fmt in ("csv", "tsv"):
         yield from _iter_csv(path, fmt, chunk_rows, **kw)
     elif fmt == "parquet":
         yield from _iter_parquet(path, chunk_rows, **kw)
     elif fmt == "npy":
-        yield from _iter_array(path, _open_npy(path), {}, chunk_rows, **kw)
+        yield from _iter_array(path, open_npy(path), {}, chunk_rows, **kw)
     else:
-        arrays = _npz_arrays(path)
-        key = _npz_feature_key(arrays, path)
+        arrays = npz_arrays(path)
+        key = npz_feature_key(arrays, path)
         side = {k: a for k, a in arrays.items() if k != key}
         yield from _iter_array(path, arrays[key], side, chunk_rows, **kw)
 
@@ -454,7 +356,7 @@ def _table_from_frame(frame, sel: Selection, path, start: int) -> Table:
 
 def _iter_parquet(path: Path, chunk_rows, **kw) -> Iterator[Table]:
     pa, pq = require_pyarrow()
-    pf = _parquet_file(path, pq)
+    pf = parquet_file(path, pq)
     available = list(pf.schema_arrow.names)
     sel = select_columns(available, path, **kw)
     wanted = list(sel.features) + [c for c in (sel.id_column, sel.label_column) if c is not None]
@@ -483,9 +385,9 @@ def _iter_array(path: Path, arr: np.ndarray, side: dict[str, np.ndarray], chunk_
         raise ValueError(f"{path}: no data rows")
     side = {k: a for k, a in side.items() if a.ndim == 1 and a.shape[0] == n}
     if arr.ndim == 2:
-        available = _array_columns(arr.shape[1]) + list(side)
+        available = array_columns(arr.shape[1]) + list(side)
         sel = select_columns(available, path, **kw)
-        col_idx = {name: i for i, name in enumerate(_array_columns(arr.shape[1]))}
+        col_idx = {name: i for i, name in enumerate(array_columns(arr.shape[1]))}
         # ids/labels may be npz side arrays or columns of the matrix itself
         feat_idx = [col_idx[c] if c in col_idx else None for c in sel.features]
         if any(i is None for i in feat_idx):
@@ -519,21 +421,6 @@ def _pick(block, side, col_idx, name, start, step) -> np.ndarray:
     if name in side:
         return np.asarray(side[name][start : start + step])
     return np.asarray(block[:, col_idx[name]])
-
-
-def count_rows(path: str | os.PathLike) -> int | None:
-    """Row count when it is cheap to know (NPY/NPZ/Parquet metadata); None for text files."""
-    path = _check_exists(path)
-    fmt = file_format(path)
-    if fmt == "npy":
-        return int(_open_npy(path).shape[0])
-    if fmt == "parquet":
-        _, pq = require_pyarrow()
-        return int(_parquet_file(path, pq).metadata.num_rows)
-    if fmt == "npz":
-        arrays = _npz_arrays(path)
-        return int(arrays[_npz_feature_key(arrays, path)].shape[0])
-    return None
 
 
 # --------------------------------------------------------------------------- #
