@@ -22,15 +22,18 @@ N_FEATURES = 5
 FEATURES = [f"feat_{i}" for i in range(N_FEATURES)]
 
 
-def _env() -> dict:
+def _env(**extra) -> dict:
     env = dict(os.environ)
     env.pop("VAEGMM_DEBUG", None)
+    # the command's compilation cache (on by default) next to the test suite's, not the user's
+    env.setdefault("VAEGMM_CACHE_DIR", str(Path.home() / ".cache" / "vaegmm_jax_tests_xla" / "cli"))
+    env.update(extra)
     return env
 
 
-def start_cli(*args) -> subprocess.Popen:
+def start_cli(*args, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vaegmm_jax", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+                            stderr=subprocess.PIPE, text=True, env=_env(**(env or {})))
 
 
 def finish(proc: subprocess.Popen, timeout: float = 400) -> subprocess.CompletedProcess:
@@ -431,3 +434,24 @@ def test_bad_input_is_refused_in_one_line_before_any_work(work, tmp_path):
     assert_bad_input(path_proc, "detector.json", "'Path'")
     assert_bad_input(garbled_proc, "detector.json", "UTF-8")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_compile_cache_is_on_by_default_and_the_flag_or_variable_turn_it_off(tmp_path):
+    rng = np.random.default_rng(3)
+    X, _ = make_rows(120, rng, 0.0)
+    write_frame(tmp_path / "t.csv", X, np.arange(120))
+    caches = {name: tmp_path / name for name in ("default", "flag", "variable")}
+    procs = [
+        start_cli("fit", tmp_path / "t.csv", "--detector", "aegmm", "--id-column", "row_id", "--epochs", "1", "--out", tmp_path / "m1",
+                  env={"VAEGMM_CACHE_DIR": str(caches["default"])}),
+        start_cli("--no-compile-cache", "fit", tmp_path / "t.csv", "--detector", "aegmm", "--id-column", "row_id", "--epochs", "1",
+                  "--out", tmp_path / "m2", env={"VAEGMM_CACHE_DIR": str(caches["flag"])}),
+        start_cli("fit", tmp_path / "t.csv", "--detector", "aegmm", "--id-column", "row_id", "--epochs", "1", "--out", tmp_path / "m3",
+                  env={"VAEGMM_CACHE_DIR": str(caches["variable"]), "VAEGMM_COMPILE_CACHE": "0"}),
+    ]
+    for proc in procs:
+        assert_ok(finish(proc))
+    assert any(caches["default"].iterdir())  # the fit's programs were kept
+    for name in ("flag", "variable"):
+        assert not caches[name].exists() or not any(caches[name].iterdir()), name
+
