@@ -15,6 +15,10 @@ Install (benchmark-only dependency; a CPU wheel, not the multi-GB CUDA build):
 Run:
     python benchmarks/torch_vaegmm.py --rows 100000 --epochs 3 --score-rows 200000 \
         --device cpu --json out/torch_cpu.json [--compile]
+
+``score_rows_per_s`` scores a tensor already on the device (device-resident);
+``score_rows_per_s_host_pageable`` / ``_host_pinned`` score NumPy rows that start on the host
+(compare with vaegmm_jax's host-fed ``score``).
 """
 
 from __future__ import annotations
@@ -249,6 +253,20 @@ class Runner:
             out[i:i + xc.shape[0]] = self._score_chunk(xc, self.gmm)
         return out
 
+    @torch.no_grad()
+    def score_host(self, x_np, chunk, pinned: bool):
+        """Scores rows that start on the host (NumPy), chunk by chunk, as a user feeding data
+        would: ``pinned`` copies each chunk into page-locked memory and transfers it
+        asynchronously (the best per-chunk path), else a plain pageable ``.to(device)``.
+        Returns the scores on the host."""
+        self.model.eval()
+        out = torch.empty(x_np.shape[0], device=self.device)
+        for i in range(0, x_np.shape[0], chunk):
+            xc = torch.from_numpy(x_np[i:i + chunk])
+            xc = xc.pin_memory().to(self.device, non_blocking=True) if pinned else xc.to(self.device)
+            out[i:i + xc.shape[0]] = self._score_chunk(xc, self.gmm)
+        return out.cpu()
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -357,6 +375,15 @@ def main(argv=None):
         return 2
 
     sc = scores.cpu().numpy()
+    # host-fed scoring, like for like with vaegmm_jax's score(NumPy): the rows start on the host
+    # and the scores end there (pageable, and page-locked per chunk on a GPU)
+    host_paths = {"pageable": False, "pinned": True} if device.type == "cuda" else {"pageable": False}
+    for name, pinned in host_paths.items():
+        runner.score_host(xs_np[: min(len(xs_np), chunk)], chunk, pinned)  # warm-up
+        t0 = time.perf_counter()
+        host_scores = runner.score_host(xs_np, chunk, pinned)
+        result[f"score_rows_per_s_host_{name}"] = args.score_rows / (time.perf_counter() - t0)
+        result[f"score_host_{name}_finite"] = bool(torch.isfinite(host_scores).all())  # fresh samples: not == sc
     result.update(
         first_epoch_s=epoch_s[0],
         epoch_s_steady=(float(np.mean(epoch_s[1:])) if len(epoch_s) > 1 else None),
