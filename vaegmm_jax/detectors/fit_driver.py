@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.engine import members, parallel, training
@@ -463,10 +464,6 @@ def _save_from_fit(detector, path, multi_process: bool) -> None:
 def _progress(iterable: Iterable, verbose: bool, desc: str):
     """A per-epoch tqdm bar when verbose and stderr is a terminal (never in logs or CI)."""
     if not verbose:
-        return iterable
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
         return iterable
     return tqdm(iterable, desc=desc, unit="epoch", disable=None, file=sys.stderr)
 
