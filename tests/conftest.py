@@ -105,3 +105,18 @@ def crash_save_at_step(monkeypatch, k: int) -> dict:
     monkeypatch.setattr(checkpoint, "_step", step)
     monkeypatch.setattr(checkpoint, "_discard", lambda p: None)  # a kill cleans nothing up
     return calls
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """The CLI's fit and demo commands fail if they reach training (for checks that must refuse
+    their input before any work)."""
+    from vaegmm_jax.cli import demo as cli_demo
+    from vaegmm_jax.cli import fit as cli_fit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(cli_fit, "fit_detector", refuse)
+    monkeypatch.setattr(cli_demo, "fit_detector", refuse)
+

@@ -14,7 +14,7 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from vaegmm_jax.cli import demo as cli_demo, fit as cli_fit, main, model_folder  # noqa: E402
+from vaegmm_jax.cli import fit as cli_fit, main, model_folder  # noqa: E402
 from vaegmm_jax.io import checkpoint, scores as score_io  # noqa: E402
 from tests.conftest import SaveCrash, crash_save_at_step  # noqa: E402
 
@@ -205,15 +205,6 @@ def assert_bad(result: tuple[int, list[str]], *fragments: str) -> None:
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0], (rc, err)
     for frag in fragments:
         assert frag.lower() in err[0].lower(), err[0]
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("training started")
-
-    monkeypatch.setattr(cli_fit, "fit_detector", refuse)
-    monkeypatch.setattr(cli_demo, "fit_detector", refuse)
 
 
 def test_unusable_thresholds_are_refused_before_training(data, tmp_path, capsys, no_training):

@@ -15,7 +15,7 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from vaegmm_jax.cli import demo as cli_demo, fit as cli_fit, info as cli_info, main  # noqa: E402
+from vaegmm_jax.cli import fit as cli_fit, info as cli_info, main  # noqa: E402
 from vaegmm_jax.cli.scoring import SCORE_BATCH, score_batch  # noqa: E402
 from vaegmm_jax.core.scaling import fit_scaler  # noqa: E402
 from vaegmm_jax.io import checkpoint  # noqa: E402
@@ -67,15 +67,6 @@ def assert_internal(result: tuple[int, str], message: str) -> None:
     assert rc == 1, (rc, err)
     assert "Traceback" in err and "internal error" in err and message in err, err
     assert ": error:" not in err  # not the bad-input line
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("training started")
-
-    monkeypatch.setattr(cli_fit, "fit_detector", refuse)
-    monkeypatch.setattr(cli_demo, "fit_detector", refuse)
 
 
 # --------------------------------------------------------------------------- #
