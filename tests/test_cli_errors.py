@@ -16,7 +16,8 @@ import pytest
 pd = pytest.importorskip("pandas")
 
 from vaegmm_jax.cli import fit as cli_fit, info as cli_info, main  # noqa: E402
-from vaegmm_jax.cli.scoring import SCORE_BATCH, score_batch  # noqa: E402
+from vaegmm_jax.cli.scoring import score_batch  # noqa: E402
+from vaegmm_jax.engine.scoring import default_score_batch  # noqa: E402
 from vaegmm_jax.core.scaling import fit_scaler  # noqa: E402
 from vaegmm_jax.io import checkpoint  # noqa: E402
 from vaegmm_jax.io.messages import one_line  # noqa: E402
@@ -208,9 +209,10 @@ def test_one_line():
     assert one_line(ValueError("x" * 400)) == "x" * 400
 
 
-def test_score_batch_is_the_next_power_of_two_within_bounds():
-    assert [score_batch(n) for n in (0, 1, 8, 9, 100, 16384, 16385, 10 ** 7)] == [8, 8, 8, 16, 128, 16384, 16384,
-                                                                                  SCORE_BATCH]
+def test_score_batch_is_the_next_power_of_two_within_the_detectors_default_chunk():
+    cap = default_score_batch()  # 2048 rows on this CPU: the CLI scores like the library
+    assert cap == 2048
+    assert [score_batch(n) for n in (0, 1, 8, 9, 100, 2048, 2049, 10 ** 7)] == [8, 8, 8, 16, 128, 2048, cap, cap]
 
 
 # --------------------------------------------------------------------------- #
