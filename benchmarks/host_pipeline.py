@@ -69,7 +69,7 @@ def main(argv=None):
     import jax
     import jax.numpy as jnp
 
-    from vaegmm_jax.engine.validation import first_nonfinite_row
+    from vaegmm_jax.engine.validation import nonfinite_rows
 
     x = common.make_data(args.rows)
 
@@ -79,7 +79,7 @@ def main(argv=None):
 
     @jax.jit
     def trivial_checked(x, offset):
-        return jnp.sum(x, axis=1), first_nonfinite_row(x)
+        return jnp.sum(x, axis=1), nonfinite_rows(x)
 
     rows = []
     for chunk in args.chunks:

@@ -171,7 +171,8 @@ def test_seed_split_over_devices():
 _SHARDED_SEEDS = """
 import re, jax, numpy as np, optax
 import tests.conftest  # noqa: F401  (the suite's persistent compilation cache)
-import vaegmm_jax.detectors.base as engine
+import vaegmm_jax.detectors.fit_driver as engine
+import vaegmm_jax.detectors.score_driver as scoring
 from vaegmm_jax import OutlierAEGMM
 from vaegmm_jax.evaluation.multiseed import fit_many, score_many
 from vaegmm_jax.detectors.presets import PAPER_SCORING
@@ -197,7 +198,7 @@ class RecordingJax:
         call.lower, call.eval_shape = jitted.lower, jitted.eval_shape
         return call
 
-engine.jax = RecordingJax()  # records the engine's training programs
+engine.jax = scoring.jax = RecordingJax()  # records the engine's training and scoring programs
 
 def data(seed, n=64, f=5):
     r = np.random.default_rng(seed)

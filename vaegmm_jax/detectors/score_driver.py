@@ -27,15 +27,15 @@ from vaegmm_jax.engine.scoring import (
     scaled_inputs,
 )
 from vaegmm_jax.engine.streaming import effective_chunk_size, map_chunks
-from vaegmm_jax.engine.validation import NotFittedError, check_percentile, check_positive_int, first_nonfinite_row
+from vaegmm_jax.engine.validation import NotFittedError, check_percentile, check_positive_int, nonfinite_rows
 
 
 def with_finiteness_check(fn: Callable) -> Callable:
-    """fn(params, state, x, offset, keys) -> (fn's scores, first_nonfinite_row(x)): one program
+    """fn(params, state, x, offset, keys) -> (fn's scores, nonfinite_rows(x)): one program
     scores a chunk and checks its raw rows, so no pass over the data runs on the host."""
 
     def checked(params, state, x, offset, keys):
-        return fn(params, state, x, offset, keys), first_nonfinite_row(x)
+        return fn(params, state, x, offset, keys), nonfinite_rows(x)
 
     return checked
 
@@ -201,7 +201,7 @@ class ScoreDriver:
         the rows are already scaled). One member: its (C,) scores. Several: (C, M) member
         scores with ``member_scores`` (x (C, M, *S) with ``member_data``), else their
         combination (:meth:`_combine_members`), (C,). ``checked``: the program also returns
-        :func:`~vaegmm_jax.engine.validation.first_nonfinite_row` of its raw rows.
+        :func:`~vaegmm_jax.engine.validation.nonfinite_rows` of its raw rows.
         """
         cache_key = (self.n_score_samples(), compute_dtype, member_scores, member_data, scaled, output, checked)
         if cache_key not in self._score_jit:

@@ -239,7 +239,7 @@ def map_chunks(fn: Callable, source, chunk_size: int, dtype=np.float32, sharding
 
     Args:
       fn: the per-chunk function; with ``checked`` it returns ``(out, bad)`` where ``bad`` is
-        :func:`vaegmm_jax.engine.validation.first_nonfinite_row` of the chunk.
+        :func:`vaegmm_jax.engine.validation.nonfinite_rows` of the chunk ((C,) bool).
       source: rows (see :func:`iter_chunks`) or a jax.Array.
       chunk_size: C.
       dtype: host dtype of chunks.
@@ -264,10 +264,10 @@ def map_chunks(fn: Callable, source, chunk_size: int, dtype=np.float32, sharding
         batch = [in_flight.popleft() for _ in range(count)]
         outs, bads = jax.device_get(([out for out, _, _ in batch], [bad for _, bad, _ in batch]))
         for (_, _, chunk), out, bad in zip(batch, outs, bads):
-            if bad is not None and bad[0] >= 0:
-                kind = "NaN" if bad[1] else "inf"
-                raise NonFiniteInputError(
-                    f"{name} contains {kind} values (first bad row {row_offset + chunk.offset + int(bad[0])})")
+            if bad is not None and bad[: chunk.n_valid].any():
+                first = int(np.argmax(bad[: chunk.n_valid]))
+                kind = "NaN" if np.isnan(np.asarray(chunk.x[first])).any() else "inf"
+                raise NonFiniteInputError(f"{name} contains {kind} values (first bad row {row_offset + chunk.offset + first})")
             results.append(np.asarray(out)[: chunk.n_valid])
 
     for x, chunk in _chunks_on_device(source, chunk_size, dtype, sharding, depth, transfer_threads):

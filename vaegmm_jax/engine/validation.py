@@ -128,18 +128,14 @@ def check_finite_rows(arr: np.ndarray, name: str = "X", block: int = 1 << 16) ->
             )
 
 
-def first_nonfinite_row(x: jax.Array) -> jax.Array:
-    """(2,) int32 for rows x (C, *S): the index of the first row holding NaN or inf (-1 if
-    none), and 1 if that row holds a NaN (0: an inf). Pure: score programs run it on the device
-    beside the score, so finiteness costs no pass over the data on the host."""
+def nonfinite_rows(x: jax.Array) -> jax.Array:
+    """(C,) bool for rows x (C, *S): the row holds a NaN or an inf. Pure and row-parallel (rows
+    split over devices need no communication): score programs run it on the device beside the
+    score, so finiteness costs no pass over the data on the host."""
     flat = x.reshape(x.shape[0], -1)
     # x * 0 is 0 for a finite value and NaN for NaN or +-inf: one multiply-add reduction per row
     # (cheaper than isfinite + all on CPUs), and a sum of zeros cannot overflow
-    bad_rows = jnp.isnan(jnp.sum(flat * jnp.zeros((), flat.dtype), axis=1))
-    first = jnp.argmax(bad_rows)
-    found = bad_rows[first]
-    has_nan = jnp.any(jnp.isnan(flat[first]))
-    return jnp.stack([jnp.where(found, first, -1), has_nan.astype(jnp.int32)]).astype(jnp.int32)
+    return jnp.isnan(jnp.sum(flat * jnp.zeros((), flat.dtype), axis=1))
 
 
 def check_positive_int(value, name: str) -> int:
