@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
-
-def _run(args, env) -> float:
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "vaegmm_jax", *map(str, args)], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args}: rc {proc.returncode}\n{proc.stderr}")
-    return time.perf_counter() - started
 
 
 def main(argv=None):
@@ -45,9 +35,9 @@ def main(argv=None):
             flag = [] if mode == "cache" else ["--no-compile-cache"]
             for run in ("first", "second"):
                 model = tmp / f"model_{mode}_{run}"
-                result[f"fit_s_{mode}_{run}"] = _run(flag + ["fit", data, "--detector", "vaegmm", "--epochs",
+                result[f"fit_s_{mode}_{run}"] = common.timed_cli(flag + ["fit", data, "--detector", "vaegmm", "--epochs",
                                                              args.epochs, "--out", model], env)
-                result[f"score_s_{mode}_{run}"] = _run(flag + ["score", data, "--model", model, "--out",
+                result[f"score_s_{mode}_{run}"] = common.timed_cli(flag + ["score", data, "--model", model, "--out",
                                                                tmp / f"s_{mode}_{run}.csv"], env)
                 print(mode, run, f"fit {result[f'fit_s_{mode}_{run}']:.1f} s, "
                       f"score {result[f'score_s_{mode}_{run}']:.1f} s", flush=True)

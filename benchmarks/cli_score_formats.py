@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-
-
-def _cli(args, env) -> float:
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "vaegmm_jax", *map(str, args)], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args}: rc {proc.returncode}\n{proc.stderr}")
-    return time.perf_counter() - started
 
 
 def main(argv=None):
@@ -46,16 +36,16 @@ def main(argv=None):
         np.save(files["npy"], x)
         frame.to_parquet(files["parquet"], index=False)
         frame.to_csv(files["csv"], index=False)
-        _cli(["fit", files["npy"], "--detector", "vaegmm", "--epochs", "1", "--out", tmp / "model"], env)
+        common.timed_cli(["fit", files["npy"], "--detector", "vaegmm", "--epochs", "1", "--out", tmp / "model"], env)
         # fills the compile cache for the scoring shapes
-        result["warmup_s"] = _cli(["score", files["npy"], "--model", tmp / "model", "--out", tmp / "warm.csv"], env)
+        result["warmup_s"] = common.timed_cli(["score", files["npy"], "--model", tmp / "model", "--out", tmp / "warm.csv"], env)
         # what a process costs before and after the rows (imports, loading the model, compiled
         # programs from the cache): subtracted below
         np.save(tmp / "tiny.npy", x[:256])
-        result["startup_s"] = startup = _cli(["score", tmp / "tiny.npy", "--model", tmp / "model", "--out",
+        result["startup_s"] = startup = common.timed_cli(["score", tmp / "tiny.npy", "--model", tmp / "model", "--out",
                                               tmp / "tiny.csv"], env)
         for fmt, path in files.items():
-            seconds = _cli(["score", path, "--model", tmp / "model", "--out", tmp / f"scores_{fmt}.csv"], env)
+            seconds = common.timed_cli(["score", path, "--model", tmp / "model", "--out", tmp / f"scores_{fmt}.csv"], env)
             result[f"{fmt}_s"] = seconds
             result[f"{fmt}_rows_per_s"] = args.rows / seconds
             result[f"{fmt}_rows_per_s_after_startup"] = args.rows / max(seconds - startup, 1e-9)

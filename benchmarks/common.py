@@ -148,3 +148,17 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def timed_cli(args, env) -> float:
+    """Wall seconds of one ``python -m vaegmm_jax ARGS`` process (RuntimeError with its stderr
+    if it fails)."""
+    import subprocess
+    import sys
+    import time
+
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "vaegmm_jax", *map(str, args)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args}: rc {proc.returncode}\n{proc.stderr}")
+    return time.perf_counter() - started
