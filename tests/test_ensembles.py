@@ -13,7 +13,8 @@ from vaegmm_jax.engine.config import EPOCH_COMPILER_OPTIONS, INIT_COMPILER_OPTIO
 from vaegmm_jax.io import model_card
 from vaegmm_jax.engine import members, training
 from vaegmm_jax.core import vae as vae_lib
-from vaegmm_jax.detectors.base import FitOptions, NonFiniteLossError
+from vaegmm_jax.detectors.fit_driver import NonFiniteLossError
+from vaegmm_jax.engine.config import FitOptions
 from vaegmm_jax.engine.mixture import mixture_chunk, mixture_from_device_array
 from vaegmm_jax.models.gmm_autoencoder import LOSS_TERMS, LossWeights, gmm_autoencoder_loss, squared_error_sum
 from vaegmm_jax.detectors.presets import PAPER_SCORING

@@ -99,6 +99,7 @@ def test_settings_are_values_that_a_checkpoint_keeps(tmp_path):
     loaded = vj.load_detector(tmp_path / "m")
     assert loaded.scoring_kernel == "xla"
     assert loaded.devices == tuple(jax.devices()[:1])
+    assert loaded.fit_config["compile"]["epoch"] == {"xla_gpu_autotune_level": 0}  # non-default: recorded
     np.testing.assert_array_equal(loaded.score(x_test), det.score(x_test))
 
 

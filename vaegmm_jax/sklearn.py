@@ -54,7 +54,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from vaegmm_jax.detectors.base import DEFAULT_LEARNING_RATE, flag_outliers, percentile_threshold
+from vaegmm_jax.engine.config import DEFAULT_LEARNING_RATE
+from vaegmm_jax.engine.scoring import flag_outliers, percentile_threshold
 from vaegmm_jax.detectors.gmm_detectors import SCORE_TYPES as GMM_SCORE_TYPES
 from vaegmm_jax.detectors.gmm_detectors import OutlierAEGMM, OutlierVAEGMM
 from vaegmm_jax.detectors.loading import DETECTOR_CLASSES

@@ -34,15 +34,7 @@ from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.detectors.fit_driver import FitDriver, FitRun, NonFiniteLossError
 from vaegmm_jax.detectors.score_driver import ScoreDriver
 from vaegmm_jax.engine import members, parallel, training
-from vaegmm_jax.engine.config import DEFAULT_LEARNING_RATE, FitOptions, default_optimizer
-from vaegmm_jax.engine.members import STREAM_INIT, STREAM_SCORE, STREAM_STATS, STREAM_TRAIN
-from vaegmm_jax.engine.scoring import (
-    DEFAULT_SCORE_BATCH,
-    check_threshold,
-    flag_outliers,
-    percentile_threshold,
-    robust_calibration,
-)
+from vaegmm_jax.engine.config import default_optimizer
 from vaegmm_jax.engine.validation import NotFittedError, check_array
 from vaegmm_jax.io.checkpoint import save_detector
 
@@ -363,6 +355,3 @@ def check_cov_elbo(cov_elbo: dict) -> dict:
 
 __all__ = ["BaseDetector", "FitRun", "NonFiniteLossError", "NotFittedError", "default_optimizer", "check_cov_elbo",
            "cov_elbo_arrays"]
-# names other modules import from here: the streams, the fit options and score helpers
-__all__ += ["STREAM_INIT", "STREAM_TRAIN", "STREAM_STATS", "STREAM_SCORE", "FitOptions", "DEFAULT_LEARNING_RATE",
-            "DEFAULT_SCORE_BATCH", "check_threshold", "flag_outliers", "percentile_threshold", "robust_calibration"]

@@ -160,6 +160,8 @@ class FitDriver:
                                scaler=None if self.scaler is None else self.resolved_scaler_kind(X_rows))
         if epochs_requested is None:
             self.fit_config["epochs_rule"] = f"auto: about {options.train_steps} optimizer steps"
+        if options.compile != CompileOptions():  # a setting of this fit, kept with the checkpoint
+            self.fit_config["compile"] = options.compile.to_json()
         if n_members > 1:
             self.fit_config["n_members"] = n_members
         if member_data:

@@ -14,9 +14,11 @@ import numpy as np
 from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
-from vaegmm_jax.detectors.base import STREAM_SCORE, STREAM_STATS, BaseDetector, cov_elbo_arrays, robust_calibration
+from vaegmm_jax.detectors.base import BaseDetector, cov_elbo_arrays
 from vaegmm_jax.engine import members, training
+from vaegmm_jax.engine.members import STREAM_SCORE, STREAM_STATS
 from vaegmm_jax.engine.mixture import device_mixture_program
+from vaegmm_jax.engine.scoring import robust_calibration
 from vaegmm_jax.engine.validation import NotFittedError, check_hidden, check_positive_int
 from vaegmm_jax.models.gmm_autoencoder import (
     LOSS_TERMS,
@@ -211,8 +213,9 @@ class GMMDetector(BaseDetector):
             compiled_mixture = mixture.lower(params_like, X, stats_keys).compile()
             if self.score_type != "energy_recon":
                 return compiled_mixture, None
-            gmm_like = jax.eval_shape(mixture, params_like, X, stats_keys)[0]
-            rows = jnp.moveaxis(X, 0, 1) if member_data else X
+            gmm_like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), compiled_mixture.out_info[0])
+            # the calibration reads member data row-major, (N, M, *S): only its shape is needed here
+            rows = jax.ShapeDtypeStruct((X.shape[1], X.shape[0], *X.shape[2:]) if member_data else X.shape, X.dtype)
             chunk_like = self._row_chunk_like(rows, self._after_fit_chunk(batch_size))
             components = self._components_program(member_data)
             return compiled_mixture, components.lower(params_like, gmm_like, chunk_like, np.int32(0),

@@ -82,11 +82,7 @@ class ScoreDriver:
                 row_offset: int) -> np.ndarray:
         """The chunked, validated scoring behind :meth:`score` (and a detector's other score kinds,
         ``output``: see :meth:`score_chunk_fn`)."""
-        self.check_fitted()
-        batch_size = default_score_batch(self.n_members) if batch_size is None else check_positive_int(
-            batch_size, "batch_size")
-        if compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
+        batch_size = self._check_score_call(batch_size, compute_dtype)
         mesh = parallel.local_mesh(self.devices)
         # shapes and dtypes here; NaN/inf on the device, inside the score program (no host pass)
         if hasattr(X, "shape") or isinstance(X, (list, tuple)):
@@ -123,11 +119,7 @@ class ScoreDriver:
         Returns:
           (M, N) float32 scores, higher = more anomalous (M = 1: one row).
         """
-        self.check_fitted()
-        batch_size = default_score_batch(self.n_members) if batch_size is None else check_positive_int(
-            batch_size, "batch_size")
-        if compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
+        batch_size = self._check_score_call(batch_size, compute_dtype)
         if member_data:
             X, X_first = self._check_member_data(X, min_rows=1)
             if self.n_members == 1:
@@ -136,6 +128,13 @@ class ScoreDriver:
             X = self.validate_input(X)
         keys = self._score_keys(key)
         return self._member_scores(X, batch_size, keys, compute_dtype, member_data=member_data, scaled=False)
+
+    def _check_score_call(self, batch_size: int | None, compute_dtype: str) -> int:
+        """The fitted check and the scoring arguments every score call shares; the batch size to use."""
+        self.check_fitted()
+        if compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
+        return default_score_batch(self.n_members) if batch_size is None else check_positive_int(batch_size, "batch_size")
 
     def _placed_for_scoring(self, tree, mesh):
         """An ensemble's state replicated over the scoring mesh: trained with its members split

@@ -22,15 +22,8 @@ import numpy as np
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.engine import training
 from vaegmm_jax.detectors.fit_driver import FitRun
-from vaegmm_jax.detectors.base import (
-    DEFAULT_SCORE_BATCH,
-    BaseDetector,
-    check_cov_elbo,
-    check_threshold,
-    cov_elbo_arrays,
-    flag_outliers,
-    percentile_threshold,
-)
+from vaegmm_jax.detectors.base import BaseDetector, check_cov_elbo, cov_elbo_arrays
+from vaegmm_jax.engine.scoring import DEFAULT_SCORE_BATCH, check_threshold, flag_outliers, percentile_threshold
 from vaegmm_jax.models.vae_model import (
     LIKELIHOODS,
     VAE_LOSS_TERMS,

@@ -79,8 +79,9 @@ def to_float32(arr: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating) and np.finfo(arr.dtype).max > np.finfo(np.float32).max:
-        overflow = np.isinf(out) & np.isfinite(arr)
-        if overflow.any():
+        infinite = np.isinf(out)
+        if infinite.any():  # only then look at where the infs came from (one pass otherwise)
+            overflow = infinite & np.isfinite(arr)
             out[overflow] = np.sign(arr[overflow]) * np.finfo(np.float32).max
     return out
 

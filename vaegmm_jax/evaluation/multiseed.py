@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from vaegmm_jax.detectors.base import BaseDetector, FitOptions
+from vaegmm_jax.detectors.base import BaseDetector
+from vaegmm_jax.engine.config import FitOptions
 from vaegmm_jax.engine.validation import check_positive_int
 
 __all__ = ["MultiSeedFit", "fit_many", "score_many"]
