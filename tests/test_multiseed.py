@@ -87,10 +87,11 @@ def test_failed_seed_stops_and_is_reported():
     """A seed whose epoch reports a non-finite step keeps that epoch's state, then stops."""
     limit = 12.0
 
-    def fake_epoch(state, x, key):
+    def fake_epoch(state, x, key, active):
         w = state.params["w"]
         bad = w + 1.0 > limit
-        new = training.TrainState({"w": w + 1.0}, state.opt_state, state.step + 1)
+        # as make_train_epoch's epochs: a member that is not active applies no step
+        new = training.TrainState({"w": jnp.where(active, w + 1.0, w)}, state.opt_state, state.step + active)
         return new, training.EpochResult(
             terms=jnp.stack([w]), first_bad_step=jnp.where(bad, 0, -1).astype(jnp.int32), bad_terms=jnp.zeros(1)
         )

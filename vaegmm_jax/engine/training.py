@@ -68,6 +68,18 @@ class EpochResult(NamedTuple):
     bad_terms: jax.Array
 
 
+def all_finite(tree) -> jax.Array:
+    """() bool: every element of every leaf of ``tree`` is finite.
+
+    One concatenation and one reduction, whatever the number of leaves: a reduction per leaf
+    and an ``and`` of their results compiled to a kernel per leaf, and XLA copied the
+    ``and`` chain into every consumer of the flag (a kernel per parameter, optimizer moment and
+    selected state leaf), which made up much of the epoch program's compile time.
+    """
+    leaves = [jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)]
+    return jnp.all(jnp.isfinite(jnp.concatenate(leaves)))
+
+
 def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
     return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
 
@@ -116,12 +128,13 @@ def make_train_epoch(
         parallelism; gradients and statistics are then all-reduced by XLA).
 
     Returns:
-      ``train_epoch(state, x, key) -> (state, EpochResult)`` with x (N, *S) the
-      whole training set on the device and key the epoch's key. Jit it with
-      ``donate_argnums=0``; it is also safe to ``jax.vmap`` over (state, key).
+      ``train_epoch(state, x, key, active=True) -> (state, EpochResult)`` with x (N, *S) the
+      whole training set on the device, key the epoch's key and active a () bool: False
+      computes the epoch but applies none of its steps (a member that stopped). Jit it with
+      ``donate_argnums=0``; it is also safe to ``jax.vmap`` over (state, key, active).
     """
 
-    def train_epoch(state: TrainState, x: jax.Array, key: jax.Array):
+    def train_epoch(state: TrainState, x: jax.Array, key: jax.Array, active: jax.Array | bool = True):
         k_perm, k_steps = jax.random.split(key)
         idx, w = epoch_batches(k_perm, x.shape[0], batch_size, shuffle)
 
@@ -138,9 +151,10 @@ def make_train_epoch(
             params = optax.apply_updates(state.params, updates)
             # finite gradients can still overflow the parameters (a huge learning rate): such an
             # update is as bad as a NaN gradient and is not applied either
-            grads_ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
-                                         + [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-            ok = jnp.isfinite(loss) & grads_ok & (first_bad < 0)
+            grads_ok = all_finite((grads, params))
+            # one select of the state per step, whatever stops it: a bad step, an earlier bad
+            # step, or a member that is no longer trained (one kernel per state leaf each)
+            ok = jnp.isfinite(loss) & grads_ok & (first_bad < 0) & active
             new_state = jax.tree.map(
                 lambda new, old: jnp.where(ok, new, old),
                 TrainState(params, opt_state, state.step + 1),
@@ -199,7 +213,9 @@ def make_epoch_runner(
     """Builds the pure function that trains M members for ``epochs_per_call`` epochs.
 
     Args:
-      train_epoch: one member's epoch, from :func:`make_train_epoch`.
+      train_epoch: one member's epoch, from :func:`make_train_epoch`:
+        ``(state, x, key, active) -> (state, EpochResult)``, which applies no step when
+        ``active`` is False (the runner passes ``alive``; it selects no state itself).
       n_members: M; the member axis exists only when M > 1.
       member_data: x has a leading member axis (one training set per member).
       n_terms: length of the epoch's term vector.
@@ -215,17 +231,14 @@ def make_epoch_runner(
       stop () int32 epoch indices. A failed member keeps its last good parameters and stops.
       Jit it with ``donate_argnums=0``.
     """
-    v_epoch = over_members(train_epoch, (0, 0 if member_data else None, 0), n_members, group_size)
+    v_epoch = over_members(train_epoch, (0, 0 if member_data else None, 0, 0), n_members, group_size)
     v_epoch_key = epoch_key if n_members == 1 else jax.vmap(epoch_key, in_axes=(0, None))
-
-    def leading(mask, leaf):
-        return mask.reshape(mask.shape + (1,) * (leaf.ndim - mask.ndim))
 
     def run(state, alive, failed, x, base_keys, start, stop):
         def do_epoch(carry, epoch):
             state, alive, failed, first_bad, bad_terms = carry
-            new_state, result = v_epoch(state, x, v_epoch_key(base_keys, epoch))
-            state = jax.tree.map(lambda n, o: jnp.where(leading(alive, n), n, o), new_state, state)
+            # a member that is not alive any more keeps its state: its steps are not applied
+            state, result = v_epoch(state, x, v_epoch_key(base_keys, epoch), alive)
             now_bad = alive & (result.first_bad_step >= 0)
             failed = jnp.where(now_bad, epoch, failed)
             first_bad = jnp.where(now_bad, result.first_bad_step, first_bad)
