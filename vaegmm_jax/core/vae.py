@@ -11,6 +11,8 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vaegmm_jax.core import draws
+
 HIGHEST = jax.lax.Precision.HIGHEST
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -26,7 +28,7 @@ def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Ar
     Returns:
       (..., d) samples, differentiable in mean and logvar.
     """
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    eps = draws.normal(key, mean.shape, mean.dtype)
     return mean + jnp.exp(0.5 * logvar) * eps
 
 
@@ -47,6 +49,8 @@ def row_normal_noise(key: jax.Array, row_index: jax.Array, n_samples: int, dim: 
       (L, N, d) noise.
     """
     row_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(row_index)
+    # drawn (L, d), not flat: the same noise either way, but the flat draw changes how XLA fuses
+    # the score program and so the last bits of the scores of existing checkpoints
     noise = jax.vmap(lambda k: jax.random.normal(k, (n_samples, dim), dtype))(row_keys)
     return jnp.swapaxes(noise, 0, 1)
 

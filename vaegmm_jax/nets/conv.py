@@ -12,29 +12,18 @@ padding, so H and W must be divisible by 2 ** len(features) (4 by default).
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from vaegmm_jax.nets.conv_ops import conv_transpose
-from vaegmm_jax.nets.dense import ACTIVATIONS
+from vaegmm_jax.nets.dense import ACTIVATIONS, KERNEL_INITS
 
 
-def kernel_init(key, shape, dtype=jnp.float32):
-    """LeCun normal (Flax's default: truncated normal, variance 1 / fan_in), drawn as a 1-D array.
-
-    Same distribution as ``nn.initializers.lecun_normal()`` for a (kh, kw, in, out)
-    kernel (fan_in = kh kw in), and with JAX's default (partitionable) threefry the same
-    values; but XLA's CPU compiler takes seconds per rank-4 random draw and a fraction
-    of a second for a flat one.
-    """
-    fan_in = math.prod(shape[:-1])
-    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
-    flat = jax.random.truncated_normal(key, -2.0, 2.0, (math.prod(shape),), dtype)
-    return (flat * std).astype(dtype).reshape(shape)
+#: LeCun normal (Flax's default), drawn flat: XLA's CPU compiler took seconds per rank-4 random
+#: draw and a fraction of a second for a flat one (same weights: see nets.dense.variance_scaling)
+kernel_init = KERNEL_INITS["lecun_normal"]
 
 
 class ConvTranspose(nn.Module):

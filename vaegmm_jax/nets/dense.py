@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vaegmm_jax.core import draws
+
 ACTIVATIONS = {
     "tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid, "linear": lambda v: v,
 }
@@ -19,7 +21,42 @@ ACTIVATIONS = {
 # Keras layers (alibi-detect, the TensorFlow DAGMM ports) use Glorot uniform (variance
 # 2 / (fan_in + fan_out)); PyTorch's nn.Linear draws U(+-1 / sqrt(fan_in)) (variance
 # 1 / (3 fan_in)). Biases start at zero in all of them here.
+def variance_scaling(scale: float, mode: str, distribution: str):
+    """``jax.nn.initializers.variance_scaling(scale, mode, distribution)`` for real kernels
+    (..., fan_in, fan_out), with its draw made flat (:mod:`vaegmm_jax.core.draws`).
+
+    The same arithmetic as JAX's, so the same weights bit for bit (tested against Flax's
+    initialisers); the initialisation program compiles faster on CPUs.
+
+    Args:
+      scale: variance scale.
+      mode: 'fan_in' or 'fan_avg'.
+      distribution: 'truncated_normal' (truncated to two standard deviations) or 'uniform'.
+    """
+    if mode not in ("fan_in", "fan_avg") or distribution not in ("truncated_normal", "uniform"):
+        raise ValueError(f"variance_scaling supports mode fan_in/fan_avg and distribution truncated_normal/uniform, "
+                         f"got {mode!r}, {distribution!r}")
+
+    def init(key, shape, dtype=jnp.float32):
+        shape = tuple(shape)
+        receptive_field = math.prod(shape[:-2])
+        fan_in, fan_out = shape[-2] * receptive_field, shape[-1] * receptive_field
+        variance = jnp.array(scale / (fan_in if mode == "fan_in" else (fan_in + fan_out) / 2), dtype=dtype)
+        if distribution == "truncated_normal":
+            # the standard deviation of a standard normal truncated to (-2, 2)
+            stddev = jnp.sqrt(variance) / jnp.array(0.87962566103423978, dtype)
+            return draws.truncated_normal(key, -2, 2, shape, dtype) * stddev
+        return draws.uniform(key, shape, dtype, -1) * jnp.sqrt(3 * variance)
+
+    return init
+
+
 KERNEL_INITS = {
+    "lecun_normal": variance_scaling(1.0, "fan_in", "truncated_normal"),
+    "glorot_uniform": variance_scaling(1.0, "fan_avg", "uniform"),
+    "torch_uniform": variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+}
+FLAX_KERNEL_INITS = {  # what KERNEL_INITS reproduce (the tests compare them)
     "lecun_normal": nn.initializers.lecun_normal(),
     "glorot_uniform": nn.initializers.glorot_uniform(),
     "torch_uniform": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
@@ -33,6 +70,28 @@ def kernel_initializer(name: str):
         return KERNEL_INITS[name]
     except (KeyError, TypeError):
         raise ValueError(f"kernel_init must be one of {sorted(KERNEL_INITS)}, got {name!r}") from None
+
+
+class Dropout(nn.Dropout):
+    """``flax.linen.Dropout`` with its mask drawn flat (:func:`vaegmm_jax.core.draws.bernoulli`).
+
+    The same masks as Flax's layer (same name, same rng stream, same numbers), in a program that
+    compiles much faster on CPUs. Broadcast dimensions (``broadcast_dims``) are not supported.
+    """
+
+    @nn.compact
+    def __call__(self, inputs, deterministic: bool | None = None, rng=None):
+        deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+        if self.rate == 0.0 or deterministic:
+            return inputs
+        if self.rate == 1.0:  # as Flax: no division by a zero keep probability
+            return jnp.zeros_like(inputs)
+        if self.broadcast_dims:
+            raise ValueError("Dropout with broadcast_dims: use flax.linen.Dropout")
+        keep_prob = 1.0 - self.rate
+        rng = self.make_rng(self.rng_collection) if rng is None else rng
+        mask = draws.bernoulli(rng, keep_prob, inputs.shape)
+        return jax.lax.select(mask, inputs / keep_prob, jnp.zeros_like(inputs))
 
 
 class MLP(nn.Module):
@@ -58,7 +117,7 @@ class MLP(nn.Module):
         for width in self.features[:-1]:
             x = act(nn.Dense(width, kernel_init=init)(x))
             if self.dropout > 0:
-                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+                x = Dropout(self.dropout, deterministic=not train)(x)
         x = nn.Dense(self.features[-1], kernel_init=init)(x)
         return ACTIVATIONS[self.out_activation](x)
 
