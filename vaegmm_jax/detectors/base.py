@@ -86,7 +86,9 @@ class BaseDetector(FitDriver, ScoreDriver):
         self.epoch_seconds: list[float] = []
         #: wall-clock seconds of each jitted training call (FitOptions.epochs_per_call epochs each)
         self.call_seconds: list[float] = []
-        self.fit_seconds: dict[str, float] = {}  # setup (incl. compiling init), epochs, after_fit (mixture)
+        # setup (compiling the epoch and init programs included), epochs, after_fit_compile_wait (the
+        # after-fit programs compile while the epochs run; what a short fit still waits), after_fit, total
+        self.fit_seconds: dict[str, float] = {}
         self.epochs_done = 0
         self.opt_state = None  # optax state of the last fit (saved in checkpoints)
         self.fit_config: dict[str, Any] = {}

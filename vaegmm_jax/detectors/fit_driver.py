@@ -285,12 +285,14 @@ class FitDriver:
         finally:
             background.shutdown(wait=False, cancel_futures=True)
         compiled = None
+        wait_started = time.perf_counter()
         if after_program is not None:
             try:
                 compiled = after_program.result()
             except Exception:  # compile it again in the foreground, where its error (if any) surfaces
                 compiled = None
         after_started = time.perf_counter()
+        self.fit_seconds["after_fit_compile_wait"] = after_started - wait_started
         strict = options.on_nonfinite == "raise"
         self.member_after_fit_ok = members.per_member(
             self.after_fit(x_after, batch_size, compiled, member_data, strict, options.compile.run_once),
@@ -298,7 +300,8 @@ class FitDriver:
         self.member_calibration = None
         if n_members > 1 and not member_data:  # members of different data make no one ensemble score
             self.member_calibration = self._calibrate_members(x_after, batch_size)
-        self.fit_seconds.update(epochs=sum(self.epoch_seconds), after_fit=time.perf_counter() - after_started)
+        self.fit_seconds.update(epochs=sum(self.epoch_seconds), after_fit=time.perf_counter() - after_started,
+                                total=time.perf_counter() - fit_started)
         del x_dev, x_after
         self._score_jit = {}
         if checkpoint_dir is not None:

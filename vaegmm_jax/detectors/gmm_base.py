@@ -5,6 +5,7 @@ after training, and the 'energy' or 'energy_recon' score.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import jax
@@ -210,16 +211,19 @@ class GMMDetector(BaseDetector):
         stats_keys, score_keys = self.member_keys(STREAM_STATS), self.member_keys(STREAM_SCORE)
 
         def compile_programs():
-            compiled_mixture = mixture.lower(params_like, X, stats_keys).compile()
+            lowered_mixture = mixture.lower(params_like, X, stats_keys)
             if self.score_type != "energy_recon":
-                return compiled_mixture, None
-            gmm_like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), compiled_mixture.out_info[0])
+                return lowered_mixture.compile(), None
+            gmm_like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), lowered_mixture.out_info[0])
             # the calibration reads member data row-major, (N, M, *S): only its shape is needed here
             rows = jax.ShapeDtypeStruct((X.shape[1], X.shape[0], *X.shape[2:]) if member_data else X.shape, X.dtype)
             chunk_like = self._row_chunk_like(rows, self._after_fit_chunk(batch_size))
             components = self._components_program(member_data)
-            return compiled_mixture, components.lower(params_like, gmm_like, chunk_like, np.int32(0),
-                                                      score_keys).compile()
+            lowered_components = components.lower(params_like, gmm_like, chunk_like, np.int32(0), score_keys)
+            # both traced here (the GIL), compiled side by side (XLA's compiler releases it)
+            with ThreadPoolExecutor(max_workers=1) as beside:
+                compiled_components = beside.submit(lowered_components.compile)
+                return lowered_mixture.compile(), compiled_components.result()
 
         return compile_programs
 
