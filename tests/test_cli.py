@@ -457,3 +457,19 @@ def test_the_compile_cache_is_on_by_default_and_the_flag_or_variable_turn_it_off
     for name in ("flag", "variable"):
         assert not caches[name].exists() or not any(caches[name].iterdir()), name
 
+
+
+def test_plotting_is_imported_on_a_thread_while_the_fit_runs():
+    """``vaegmm fit`` imports matplotlib beside the fit (prefetch_plotting), not after it."""
+    code = (
+        "import sys\n"
+        "from vaegmm_jax.cli.reporting import prefetch_plotting\n"
+        "assert 'matplotlib' not in sys.modules, 'the CLI imported matplotlib eagerly'\n"
+        "thread = prefetch_plotting()\n"
+        "assert thread.daemon\n"
+        "thread.join(120)\n"
+        "assert 'vaegmm_jax.evaluation.plots' in sys.modules and 'matplotlib' in sys.modules\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -12,7 +12,7 @@ from vaegmm_jax.cli.config import DETECTORS, build_detector, fit_detector, load_
 from vaegmm_jax.cli.display import PROG, describe_threshold, say, table
 from vaegmm_jax.cli.errors import InputError, input_errors
 from vaegmm_jax.cli.model_folder import check_out_dir, save_model
-from vaegmm_jax.cli.reporting import compute_metrics, make_plots, metrics_rows
+from vaegmm_jax.cli.reporting import compute_metrics, make_plots, metrics_rows, prefetch_plotting
 from vaegmm_jax.cli.scoring import check_id_column, score_batch, set_threshold
 from vaegmm_jax.io import tables as tio
 from vaegmm_jax.io.preprocessing import Preprocessing, Scaler
@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         f"{'pixels' if image else 'features'} from {args.data} (scaling: {scaling})")
     if labels is not None and labels.any():
         say(f"  {int(labels.sum())} rows labelled outliers (column {table_.label_column!r}) are left out of training")
+    if not args.no_plots:
+        prefetch_plotting()
     fit_detector(det, X_train_s, fit_kw, verbose=not args.quiet)
     thr_info = set_threshold(det, X_train_s, perc, contamination, f"{X_train.shape[0]} training rows")
     prep = Preprocessing(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,16 @@ def metrics_rows(m: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def _is_gmm(det) -> bool:
     return hasattr(getattr(det, "model", None), "sampled_mixture_inputs") and getattr(det, "gmm_params", None) is not None
+
+
+def prefetch_plotting() -> threading.Thread:
+    """Imports the plotting module (matplotlib: about 1.5 s) on a daemon thread, so that it
+    happens while a fit compiles and trains rather than after it (the import lock makes a
+    later ``import`` wait for it rather than import twice)."""
+    thread = threading.Thread(target=importlib.import_module, args=("vaegmm_jax.evaluation.plots",),
+                              name="vaegmm-import-plots", daemon=True)
+    thread.start()
+    return thread
 
 
 def make_plots(folder: Path, det, scores=None, labels=None, X_sample=None, labels_sample=None,
