@@ -21,7 +21,7 @@ run() {  # name, command...: its output to $OUT/name.log, its rc printed
   "$@" > "$OUT/$name.log" 2>&1; echo "$name rc=$?"; tail -n 3 "$OUT/$name.log"
 }
 export JAX_COMPILATION_CACHE_DIR=  # cold: no persistent cache anywhere below
-run jax python3 benchmarks/jax_vaegmm.py --rows $ROWS --epochs $EPOCHS --score-rows $SCORE --bf16 --json "$OUT/jax.json"
+run jax python3 benchmarks/jax_vaegmm.py --rows $ROWS --epochs $EPOCHS --score-rows $SCORE --bf16 --quiet-epochs 3 --json "$OUT/jax.json"
 run torch python3 benchmarks/torch_vaegmm.py --rows $ROWS --epochs $EPOCHS --score-rows $SCORE --device $DEV --json "$OUT/torch.json"
 run torch_compile python3 benchmarks/torch_vaegmm.py --rows $ROWS --epochs $EPOCHS --score-rows $SCORE --device $DEV --compile --json "$OUT/torch_compile.json"
 run pipeline python3 benchmarks/host_pipeline.py --rows $PIPE --chunks 65536 262144 --json "$OUT/host_pipeline.json"
@@ -42,6 +42,9 @@ print(json.dumps({
     "device_resident_rows_per_s": {"vaegmm_jax": j.get("score_rows_per_s_device_resident"),
                                    "vaegmm_jax_bf16": j.get("bf16_score_rows_per_s_device_resident"),
                                    "torch": t.get("score_rows_per_s"), "torch_compile": tc.get("score_rows_per_s")},
+    "epoch_s": {"vaegmm_jax_during_after_fit_compile": j.get("epoch_s_steady_median"),
+                "vaegmm_jax_quiet": j.get("epoch_s_quiet_median"), "torch": t.get("epoch_s_steady_median"),
+                "torch_compile": tc.get("epoch_s_steady_median")},
     "fit10_s_including_compile": f.get("fit_total_s"), "fit10_phases_s": f.get("fit_phases_s"),
     "after_fit_s": j.get("gmm_fit_s"),
 }, indent=1))
