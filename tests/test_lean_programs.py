@@ -90,6 +90,8 @@ def test_variance_scaling_rejects_what_it_does_not_reproduce():
         dense.variance_scaling(1.0, "fan_out", "uniform")
     with pytest.raises(ValueError, match="normal"):
         dense.variance_scaling(1.0, "fan_in", "normal")
+    with pytest.raises(ValueError, match="fan_in, fan_out"):
+        dense.KERNEL_INITS["lecun_normal"](jax.random.PRNGKey(0), (5,))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -39,6 +39,8 @@ def variance_scaling(scale: float, mode: str, distribution: str):
 
     def init(key, shape, dtype=jnp.float32):
         shape = tuple(shape)
+        if len(shape) < 2:
+            raise ValueError(f"variance_scaling initialises kernels (..., fan_in, fan_out), got shape {shape}")
         receptive_field = math.prod(shape[:-2])
         fan_in, fan_out = shape[-2] * receptive_field, shape[-1] * receptive_field
         variance = jnp.array(scale / (fan_in if mode == "fan_in" else (fan_in + fan_out) / 2), dtype=dtype)
