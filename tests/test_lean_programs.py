@@ -152,3 +152,38 @@ def test_step_finiteness_flag_is_computed_once():
     n_and = hlo.count(" and(")
     # per-leaf flags and-ed in every select of the 3 * n_leaves state leaves: about 6 n_leaves ** 2
     assert n_and < 2 * n_leaves ** 2, n_and
+
+
+def test_score_program_compiled_during_fit_serves_the_first_score():
+    """CompileOptions(score_ahead=True): the fit compiles the score program for the chunk that
+    scoring the training rows cuts; the first score runs it (the jitted function is never
+    called) and gives the jitted program's scores bit for bit."""
+    import vaegmm_jax as vj
+    from vaegmm_jax.engine.config import CompileOptions, FitOptions
+
+    X = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (600, 6)), np.float32)
+    det = vj.OutlierVAEGMM(n_gmm=2, latent_dim=2, hidden=(8,), gmm_hidden=4, samples=3, seed=0)
+    det.fit(X, epochs=2, batch_size=64, verbose=False, options=FitOptions(compile=CompileOptions(score_ahead=True)))
+    assert len(det._score_ahead) == 1
+    ahead = det.score(X)
+    assert det._jitted_score(checked=True)._cache_size() == 0  # the jitted program never ran
+    small = det.score(X[:100])  # another chunk shape: the jitted program
+    assert det._jitted_score(checked=True)._cache_size() == 1
+    det.clear_compiled()
+    assert det._score_ahead == {}
+    np.testing.assert_array_equal(ahead, det.score(X))
+    np.testing.assert_array_equal(small, det.score(X[:100]))
+
+
+def test_score_program_is_not_compiled_ahead_on_a_cpu_by_default():
+    """On a CPU the extra compilation would compete with training (CompileOptions.score_ahead=None)."""
+    import vaegmm_jax as vj
+    from vaegmm_jax.engine.config import CompileOptions
+
+    assert jax.default_backend() == "cpu" and not CompileOptions().compiles_score_ahead()
+    X = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (300, 5)), np.float32)
+    det = vj.OutlierAEGMM(n_gmm=2, latent_dim=1, hidden=(8,), gmm_hidden=4, seed=0)
+    det.fit(X, epochs=1, batch_size=64, verbose=False)
+    assert det._score_ahead == {}
+    with pytest.raises(TypeError, match="score_ahead"):
+        CompileOptions(score_ahead="yes")

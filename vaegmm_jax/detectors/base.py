@@ -34,7 +34,7 @@ from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.detectors.fit_driver import FitDriver, FitRun, NonFiniteLossError
 from vaegmm_jax.detectors.score_driver import ScoreDriver
 from vaegmm_jax.engine import members, parallel, training
-from vaegmm_jax.engine.config import default_optimizer
+from vaegmm_jax.engine.config import CompileOptions, default_optimizer
 from vaegmm_jax.engine.validation import NotFittedError, check_array
 from vaegmm_jax.io.checkpoint import save_detector
 
@@ -93,6 +93,7 @@ class BaseDetector(FitDriver, ScoreDriver):
         self.opt_state = None  # optax state of the last fit (saved in checkpoints)
         self.fit_config: dict[str, Any] = {}
         self._score_jit: dict = {}
+        self._score_ahead: dict = {}  # score programs compiled during fit: {(jit cache key, chunk rows): Compiled}
         self._devices = parallel.check_devices(devices)
         self.meta = {
             "name": type(self).__name__,
@@ -129,11 +130,13 @@ class BaseDetector(FitDriver, ScoreDriver):
         raise NotImplementedError
 
     def after_fit_compiler(self, X: jax.Array, batch_size: int, params_like, member_data: bool,
-                           compiler_options) -> Callable | None:
+                           compile_options: CompileOptions) -> Callable | None:
         """Optionally, a no-argument function that compiles the after-fit program for the
         device-resident training set X ((N, *S), or (M, N, *S) with ``member_data``); fit runs it
         in a background thread while the epochs train and passes the result to
-        :meth:`after_fit` as ``compiled``."""
+        :meth:`after_fit` as ``compiled``. ``compile_options``: the fit's
+        (:class:`~vaegmm_jax.engine.config.CompileOptions`; ``run_once`` holds the XLA options of
+        programs that run once, ``compiles_score_ahead()`` whether to compile the score program too)."""
         return None
 
     def after_fit(self, X: jax.Array, batch_size: int, compiled: Callable | None, member_data: bool,
@@ -189,6 +192,7 @@ class BaseDetector(FitDriver, ScoreDriver):
         """Drops the compiled score programs (after the parameters or settings they were built
         for change: a load, a new scoring kernel); the next score compiles afresh."""
         self._score_jit = {}
+        self._score_ahead = {}
 
     def check_fitted(self) -> None:
         if self.params is None or self.model is None:
@@ -240,7 +244,7 @@ class BaseDetector(FitDriver, ScoreDriver):
         det.epochs_done = self.epochs_done if failed < 0 else failed
         det.member_failed_epoch = np.asarray([failed], np.int64)
         det.member_after_fit_ok = np.asarray([self.member_after_fit_ok[i]])
-        det._score_jit = {}
+        det.clear_compiled()
         return det
 
     # -- persistence ---------------------------------------------------------------------
@@ -328,7 +332,8 @@ class BaseDetector(FitDriver, ScoreDriver):
 
 def _copy_unfitted(det: BaseDetector) -> BaseDetector:
     """A copy of ``det``'s configuration and model description without its fitted state."""
-    state = {name: getattr(det, name) for name in ("params", "opt_state", "_score_jit", "history", "member_history")}
+    state = {name: getattr(det, name)
+             for name in ("params", "opt_state", "_score_jit", "_score_ahead", "history", "member_history")}
     try:
         for name in state:
             setattr(det, name, None if name in ("params", "opt_state") else {})

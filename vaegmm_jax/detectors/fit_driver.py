@@ -251,7 +251,10 @@ class FitDriver:
                                        self._local_member_state(state.params, layout))
             # compile the after-fit program (the mixture) on a host thread while the device trains
             # (not earlier: it would compete with the epoch program's compilation)
-            compile_after = self.after_fit_compiler(x_after, batch_size, params_like, member_data, options.compile.run_once)
+            # score programs of an earlier fit are dropped here, once the model and its settings are
+            # final (not after the fit: the after-fit compilation may add this fit's score program)
+            self.clear_compiled()
+            compile_after = self.after_fit_compiler(x_after, batch_size, params_like, member_data, options.compile)
             after_program = background.submit(compile_after) if compile_after is not None else None
         except BaseException:
             background.shutdown(wait=False, cancel_futures=True)
@@ -303,7 +306,6 @@ class FitDriver:
         self.fit_seconds.update(epochs=sum(self.epoch_seconds), after_fit=time.perf_counter() - after_started,
                                 total=time.perf_counter() - fit_started)
         del x_dev, x_after
-        self._score_jit = {}
         if checkpoint_dir is not None:
             _save_from_fit(self, checkpoint_dir, multi_process)
         return self.history

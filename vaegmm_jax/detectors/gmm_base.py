@@ -16,10 +16,11 @@ from vaegmm_jax.core import gmm as gmm_lib
 from vaegmm_jax.core import vae as vae_lib
 from vaegmm_jax.core.features import resolve_recon_features
 from vaegmm_jax.detectors.base import BaseDetector, cov_elbo_arrays
-from vaegmm_jax.engine import members, training
+from vaegmm_jax.engine import members, parallel, training
 from vaegmm_jax.engine.members import STREAM_SCORE, STREAM_STATS
 from vaegmm_jax.engine.mixture import device_mixture_program
-from vaegmm_jax.engine.scoring import robust_calibration
+from vaegmm_jax.engine.config import CompileOptions
+from vaegmm_jax.engine.scoring import default_score_batch, robust_calibration
 from vaegmm_jax.engine.validation import NotFittedError, check_hidden, check_positive_int
 from vaegmm_jax.models.gmm_autoencoder import (
     LOSS_TERMS,
@@ -37,6 +38,11 @@ from vaegmm_jax.nets import adapter, dense
 SCORE_TYPES = ("energy", "energy_recon")
 #: how scoring decodes the latent samples (see :attr:`OutlierVAEGMM.scoring_kernel`)
 SCORING_KERNELS = ("auto", "xla")
+
+
+def _shape_of(a) -> jax.ShapeDtypeStruct:
+    """The abstract value of the host or device array ``a`` (no sharding: a host array's)."""
+    return jax.ShapeDtypeStruct(np.shape(a), jax.dtypes.canonicalize_dtype(a.dtype))
 
 
 def combine_components(components: jax.Array, calibration: dict) -> jax.Array:
@@ -204,33 +210,50 @@ class GMMDetector(BaseDetector):
                                        compiler_options=compiler_options)
 
     def after_fit_compiler(self, X: jax.Array, batch_size: int, params_like, member_data: bool,
-                           compiler_options) -> Callable:
-        """Compiles, while the epochs train, the mixture program and (score_type 'energy_recon')
-        the calibration's chunk program: nothing after training waits for the compiler."""
-        mixture = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data, compiler_options)
+                           compile_options: CompileOptions) -> Callable:
+        """Compiles, while the epochs train, the mixture program, (score_type 'energy_recon') the
+        calibration's chunk program and (``compile_options.compiles_score_ahead()``) the score
+        program: nothing after training waits for the compiler."""
+        mixture = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data,
+                                        compile_options.run_once)
         stats_keys, score_keys = self.member_keys(STREAM_STATS), self.member_keys(STREAM_SCORE)
+        score_ahead = (compile_options.compiles_score_ahead() and self.n_members == 1 and not member_data
+                       and parallel.local_mesh(self.devices) is None)
 
-        def compile_programs():
+        def compile_programs() -> tuple:
             lowered_mixture = mixture.lower(params_like, X, stats_keys)
-            if self.score_type != "energy_recon":
-                return lowered_mixture.compile(), None
             gmm_like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), lowered_mixture.out_info[0])
-            # the calibration reads member data row-major, (N, M, *S): only its shape is needed here
-            rows = jax.ShapeDtypeStruct((X.shape[1], X.shape[0], *X.shape[2:]) if member_data else X.shape, X.dtype)
-            chunk_like = self._row_chunk_like(rows, self._after_fit_chunk(batch_size))
-            components = self._components_program(member_data)
-            lowered_components = components.lower(params_like, gmm_like, chunk_like, np.int32(0), score_keys)
-            # both traced here (the GIL), compiled side by side (XLA's compiler releases it)
-            with ThreadPoolExecutor(max_workers=1) as beside:
-                compiled_components = beside.submit(lowered_components.compile)
-                return lowered_mixture.compile(), compiled_components.result()
+            lowered_components, state_like = None, gmm_like
+            if self.score_type == "energy_recon":
+                # the calibration reads member data row-major, (N, M, *S): only its shape is needed here
+                rows = jax.ShapeDtypeStruct((X.shape[1], X.shape[0], *X.shape[2:]) if member_data else X.shape, X.dtype)
+                chunk_like = self._row_chunk_like(rows, self._after_fit_chunk(batch_size))
+                components = self._components_program(member_data)
+                lowered_components = components.lower(params_like, gmm_like, chunk_like, np.int32(0), score_keys)
+                calibration_like = jax.ShapeDtypeStruct(lowered_components.out_info.shape[-1:], jnp.float32)
+                state_like = (gmm_like, {"center": calibration_like, "scale": calibration_like})
+            lowered = [lowered_mixture, lowered_components]
+            if score_ahead:
+                # the chunk that scoring the training rows, or any larger set, cuts with the default batch
+                rows_like = self._row_chunk_like(X, default_score_batch())
+                key = (self._score_cache_key(checked=True), rows_like.shape[0])
+                lowered.append((key, self._jitted_score(checked=True).lower(
+                    params_like, (jax.tree.map(_shape_of, self.scaler), state_like), rows_like, np.int32(0),
+                    score_keys)))
+            # traced here (the GIL), compiled side by side (XLA's compiler releases it)
+            with ThreadPoolExecutor(max_workers=len(lowered)) as beside:
+                mixture_f, components_f, *score_f = [
+                    None if p is None else beside.submit(p.compile) if not isinstance(p, tuple)
+                    else beside.submit(lambda key, p: (key, p.compile()), *p) for p in lowered]
+                return (mixture_f.result(), None if components_f is None else components_f.result(),
+                        dict(f.result() for f in score_f))
 
         return compile_programs
 
     def after_fit(self, X: jax.Array, batch_size: int, compiled: tuple | None, member_data: bool, strict: bool,
                   compiler_options) -> np.ndarray:
         # the programs compiled while the epochs ran, or (their compilation failed) compiled now
-        program, components = compiled if compiled is not None else (None, None)
+        program, components, self._score_ahead = compiled if compiled is not None else (None, None, {})
         if program is None:
             program = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data,
                                             compiler_options)

@@ -93,6 +93,8 @@ class ScoreDriver:
             chunk = batch_size
         chunk = parallel.round_up(chunk, parallel.mesh_size(mesh))
         fn = self._jitted_score(compute_dtype, output=output, checked=True)
+        # the program the fit compiled ahead for this chunk, if any (CompileOptions.score_ahead)
+        fn = self._score_ahead.get((self._score_cache_key(compute_dtype, output=output, checked=True), chunk), fn)
         keys = self._score_keys(key)
         params, state = self._placed_for_scoring((self.params, self._score_inputs()), mesh)
         return map_chunks(
@@ -192,6 +194,11 @@ class ScoreDriver:
             raise NotFittedError(f"{type(self).__name__} has no member calibration: call fit(X) first")
         return (inputs, {k: jnp.asarray(v) for k, v in self.member_calibration.items()})
 
+    def _score_cache_key(self, compute_dtype: str = "float32", member_scores: bool = False, member_data: bool = False,
+                         scaled: bool = False, output=None, checked: bool = False) -> tuple:
+        """What tells :meth:`_jitted_score`'s programs apart (its arguments, and L)."""
+        return (self.n_score_samples(), compute_dtype, member_scores, member_data, scaled, output, checked)
+
     def _jitted_score(self, compute_dtype: str = "float32", member_scores: bool = False,
                       member_data: bool = False, scaled: bool = False, output=None, checked: bool = False) -> Callable:
         """jit(fn(params, (scaler, extra), x (C, *S) raw rows, offset, keys) -> scores).
@@ -202,7 +209,7 @@ class ScoreDriver:
         combination (:meth:`_combine_members`), (C,). ``checked``: the program also returns
         :func:`~vaegmm_jax.engine.validation.nonfinite_rows` of its raw rows.
         """
-        cache_key = (self.n_score_samples(), compute_dtype, member_scores, member_data, scaled, output, checked)
+        cache_key = self._score_cache_key(compute_dtype, member_scores, member_data, scaled, output, checked)
         if cache_key not in self._score_jit:
             fn = self.score_chunk_fn(self.n_score_samples(), output)
             if compute_dtype == "bfloat16":
