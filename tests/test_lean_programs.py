@@ -187,3 +187,15 @@ def test_score_program_is_not_compiled_ahead_on_a_cpu_by_default():
     assert det._score_ahead == {}
     with pytest.raises(TypeError, match="score_ahead"):
         CompileOptions(score_ahead="yes")
+
+
+def test_a_compiled_score_program_that_refuses_its_arguments_falls_back_to_the_jit():
+    from vaegmm_jax.detectors.score_driver import _or_jitted
+
+    def refuses(*args):
+        raise ValueError("compiled for other shardings")
+
+    programs = {"k": refuses}
+    call = _or_jitted(programs, "k", lambda a, b: a + b)
+    assert call(2, 3) == 5 and "k" not in programs  # dropped for good
+    assert call(4, 5) == 9

@@ -217,8 +217,10 @@ class GMMDetector(BaseDetector):
         mixture = self._mixture_program(X.shape[-len(self.input_shape) - 1], batch_size, member_data,
                                         compile_options.run_once)
         stats_keys, score_keys = self.member_keys(STREAM_STATS), self.member_keys(STREAM_SCORE)
+        # one member on JAX's default device (devices=None, one local device): the placement of
+        # every argument of a later score call is then known
         score_ahead = (compile_options.compiles_score_ahead() and self.n_members == 1 and not member_data
-                       and parallel.local_mesh(self.devices) is None)
+                       and self.devices is None and parallel.local_mesh(None) is None)
 
         def compile_programs() -> tuple:
             lowered_mixture = mixture.lower(params_like, X, stats_keys)

@@ -40,6 +40,23 @@ def with_finiteness_check(fn: Callable) -> Callable:
     return checked
 
 
+def _or_jitted(compiled_programs: dict, key, jitted: Callable) -> Callable:
+    """``compiled_programs[key]`` (compiled ahead of time for the arguments' expected placement),
+    falling back for good to the ``jitted`` function if it refuses the arguments it is given
+    (arrays placed otherwise than it was compiled for: the jitted function adapts)."""
+
+    def call(*args):
+        program = compiled_programs.get(key)
+        if program is not None:
+            try:
+                return program(*args)
+            except (TypeError, ValueError):
+                compiled_programs.pop(key, None)
+        return jitted(*args)
+
+    return call
+
+
 class ScoreDriver:
     """Scoring (a mixin of BaseDetector; see the module docstring)."""
 
@@ -93,8 +110,9 @@ class ScoreDriver:
             chunk = batch_size
         chunk = parallel.round_up(chunk, parallel.mesh_size(mesh))
         fn = self._jitted_score(compute_dtype, output=output, checked=True)
-        # the program the fit compiled ahead for this chunk, if any (CompileOptions.score_ahead)
-        fn = self._score_ahead.get((self._score_cache_key(compute_dtype, output=output, checked=True), chunk), fn)
+        ahead_key = (self._score_cache_key(compute_dtype, output=output, checked=True), chunk)
+        if ahead_key in self._score_ahead:  # the program the fit compiled for this chunk (CompileOptions.score_ahead)
+            fn = _or_jitted(self._score_ahead, ahead_key, fn)
         keys = self._score_keys(key)
         params, state = self._placed_for_scoring((self.params, self._score_inputs()), mesh)
         return map_chunks(
