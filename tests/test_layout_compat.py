@@ -72,3 +72,23 @@ def test_importing_the_package_starts_no_jax_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "clean"
+
+
+def test_importing_the_package_leaves_flax_nnx_unloaded_until_an_nnx_module_comes():
+    """flax.nnx costs 0.3 s of every start (library and CLI); only NNX users need it."""
+    code = (
+        "import sys\n"
+        "import vaegmm_jax, vaegmm_jax.cli.entry\n"
+        "assert 'flax.nnx' not in sys.modules, 'flax.nnx imported eagerly'\n"
+        "from flax import nnx\n"
+        "from vaegmm_jax.nets import as_network\n"
+        "class Net(nnx.Module):\n"
+        "    def __init__(self, rngs):\n"
+        "        self.lin = nnx.Linear(3, 2, rngs=rngs)\n"
+        "    def __call__(self, x):\n"
+        "        return self.lin(x)\n"
+        "assert as_network(Net(nnx.Rngs(0))).kind == 'nnx'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
