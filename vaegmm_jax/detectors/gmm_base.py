@@ -234,21 +234,19 @@ class GMMDetector(BaseDetector):
                 lowered_components = components.lower(params_like, gmm_like, chunk_like, np.int32(0), score_keys)
                 calibration_like = jax.ShapeDtypeStruct(lowered_components.out_info.shape[-1:], jnp.float32)
                 state_like = (gmm_like, {"center": calibration_like, "scale": calibration_like})
-            lowered = [lowered_mixture, lowered_components]
+            lowered_score = None
             if score_ahead:
                 # the chunk that scoring the training rows, or any larger set, cuts with the default batch
                 rows_like = self._row_chunk_like(X, default_score_batch())
-                key = (self._score_cache_key(checked=True), rows_like.shape[0])
-                lowered.append((key, self._jitted_score(checked=True).lower(
-                    params_like, (jax.tree.map(_shape_of, self.scaler), state_like), rows_like, np.int32(0),
-                    score_keys)))
+                score_key = (self._score_cache_key(checked=True), rows_like.shape[0])
+                lowered_score = self._jitted_score(checked=True).lower(
+                    params_like, (jax.tree.map(_shape_of, self.scaler), state_like), rows_like, np.int32(0), score_keys)
             # traced here (the GIL), compiled side by side (XLA's compiler releases it)
-            with ThreadPoolExecutor(max_workers=len(lowered)) as beside:
-                mixture_f, components_f, *score_f = [
-                    None if p is None else beside.submit(p.compile) if not isinstance(p, tuple)
-                    else beside.submit(lambda key, p: (key, p.compile()), *p) for p in lowered]
+            with ThreadPoolExecutor(max_workers=3) as beside:
+                mixture_f, components_f, score_f = [None if program is None else beside.submit(program.compile)
+                                                    for program in (lowered_mixture, lowered_components, lowered_score)]
                 return (mixture_f.result(), None if components_f is None else components_f.result(),
-                        dict(f.result() for f in score_f))
+                        {} if score_f is None else {score_key: score_f.result()})
 
         return compile_programs
 

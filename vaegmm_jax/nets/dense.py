@@ -15,12 +15,7 @@ ACTIVATIONS = {
     "tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid, "linear": lambda v: v,
 }
 
-# Dense kernel initialisers by name, so that a configuration (and a checkpoint's config)
-# stays a plain string. The frameworks whose models we reproduce differ here:
-# Flax's default is LeCun normal (truncated normal, variance 1 / fan_in); TensorFlow /
-# Keras layers (alibi-detect, the TensorFlow DAGMM ports) use Glorot uniform (variance
-# 2 / (fan_in + fan_out)); PyTorch's nn.Linear draws U(+-1 / sqrt(fan_in)) (variance
-# 1 / (3 fan_in)). Biases start at zero in all of them here.
+
 def variance_scaling(scale: float, mode: str, distribution: str):
     """``jax.nn.initializers.variance_scaling(scale, mode, distribution)`` for real kernels
     (..., fan_in, fan_out), with its draw made flat (:mod:`vaegmm_jax.core.draws`).
@@ -53,15 +48,16 @@ def variance_scaling(scale: float, mode: str, distribution: str):
     return init
 
 
+# Dense kernel initialisers by name, so that a configuration (and a checkpoint's config)
+# stays a plain string. The frameworks whose models we reproduce differ here:
+# Flax's default is LeCun normal (truncated normal, variance 1 / fan_in); TensorFlow /
+# Keras layers (alibi-detect, the TensorFlow DAGMM ports) use Glorot uniform (variance
+# 2 / (fan_in + fan_out)); PyTorch's nn.Linear draws U(+-1 / sqrt(fan_in)) (variance
+# 1 / (3 fan_in)). Biases start at zero in all of them here.
 KERNEL_INITS = {
     "lecun_normal": variance_scaling(1.0, "fan_in", "truncated_normal"),
     "glorot_uniform": variance_scaling(1.0, "fan_avg", "uniform"),
     "torch_uniform": variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
-}
-FLAX_KERNEL_INITS = {  # what KERNEL_INITS reproduce (the tests compare them)
-    "lecun_normal": nn.initializers.lecun_normal(),
-    "glorot_uniform": nn.initializers.glorot_uniform(),
-    "torch_uniform": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
 }
 DEFAULT_KERNEL_INIT = "lecun_normal"
 
